@@ -1,0 +1,81 @@
+/*
+ * rconn -- one synchronous connection to a Redis server.
+ *
+ * Wraps a hiredis context with connect and command timeouts, AUTH (with an
+ * ACL user), SELECT, reconnection with capped exponential backoff, pipelining
+ * of binary-safe argv commands, and a per-node command counter that the
+ * metrics read. After an I/O error the connection is closed; the next call
+ * reconnects once the backoff has passed. A reply of type error is a reply,
+ * not a connection error.
+ */
+#ifndef KD_RCONN_H
+#define KD_RCONN_H
+
+#include <hiredis/hiredis.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+/* A Redis server as the metrics see it; shared by every rconn to it. */
+struct rnode {
+    char rn_name[CFG_NAME_MAX];
+    char rn_role[16]; /* primary | replica | cache | sentinel */
+    struct cfg_addr rn_addr;
+    atomic_ullong rn_commands; /* commands the agent sent to it */
+    atomic_int rn_up;          /* 1 when the last attempt to talk to it worked */
+};
+
+struct rconn_opts {
+    const char *user;     /* ACL user, or NULL */
+    const char *password; /* or NULL */
+    int db;
+    long long connect_timeout_ms;
+    long long command_timeout_ms;
+    long long backoff_max_ms; /* cap of the reconnect backoff; 0 means 5000 */
+};
+
+struct rconn;
+
+/* Creates a connection object (not yet connected). node may be NULL. Strings are copied. */
+struct rconn *rconn_new(const struct cfg_addr *addr, const struct rconn_opts *opts,
+                        struct rnode *node);
+void rconn_free(struct rconn *c);
+
+/*
+ * Connects if not connected, honouring the backoff: returns 0 when connected,
+ * -1 when the attempt failed or it is too early to retry (see rconn_errstr).
+ */
+int rconn_ensure(struct rconn *c);
+int rconn_connected(const struct rconn *c);
+/* Drops the connection; the next rconn_ensure() reconnects at once. */
+void rconn_close(struct rconn *c);
+/* The reason of the last failure. */
+const char *rconn_errstr(const struct rconn *c);
+const struct cfg_addr *rconn_addr(const struct rconn *c);
+/* Microseconds since the connection was lost, 0 when connected or never connected. */
+uint64_t rconn_down_since_us(const struct rconn *c);
+
+/*
+ * Runs one command and returns its reply (the caller frees it with
+ * freeReplyObject), or NULL on a connection error (then closed).
+ */
+redisReply *rconn_command(struct rconn *c, const char *fmt, ...);
+redisReply *rconn_argv(struct rconn *c, int argc, const char **argv, const size_t *lens);
+
+/* Pipelining: append commands, then read their replies in order. */
+int rconn_append(struct rconn *c, const char *fmt, ...);
+int rconn_append_argv(struct rconn *c, int argc, const char **argv, const size_t *lens);
+/* Reads the next pending reply (NULL on error: the connection is closed). */
+redisReply *rconn_reply(struct rconn *c);
+/* Replies appended but not yet read. */
+int rconn_pending(const struct rconn *c);
+
+/*
+ * Waits up to timeout_ms for a reply (for subscribers). Returns 1 with *out
+ * set, 0 on timeout, -1 on a connection error (then closed).
+ */
+int rconn_poll_reply(struct rconn *c, int timeout_ms, redisReply **out);
+
+#endif

@@ -1,0 +1,77 @@
+/*
+ * http -- the HTTP server (libmicrohttpd) and its routing.
+ *
+ * Handlers run on the server's threads and must never block on Redis: they
+ * read in-memory state or SQLite. A handler fills in a response; the server
+ * frees resp->body (malloc'd) after sending. Requests with a body are read up
+ * to max_body bytes (beyond it: 413 with a JSON reason, handler not called).
+ * Unknown paths get 404, a known path with another method 405 (with Allow).
+ */
+#ifndef KD_HTTP_H
+#define KD_HTTP_H
+
+#include <stddef.h>
+
+struct http_request {
+    const char *method;
+    const char *path;  /* decoded path, without the query */
+    const char *query; /* raw query string after '?', or "" */
+    const char *body;  /* NUL-terminated copy of the body, or "" */
+    size_t body_len;
+    const char *authorization; /* the Authorization header, or NULL */
+    const char *remote;        /* the peer's address as text */
+};
+
+struct http_response {
+    int status;
+    const char *content_type; /* default "application/json" */
+    char *body;               /* malloc'd; the server frees it */
+    size_t body_len;
+    const char *extra_header_name; /* optional one extra header */
+    const char *extra_header_value;
+};
+
+typedef void (*http_handler)(const struct http_request *req, struct http_response *resp,
+                             void *arg);
+
+struct http_opts {
+    const char *listen; /* "host:port"; port 0 picks a free one */
+    long long max_connections;
+    long long per_ip_connections;
+    long long timeout_ms;
+    long long max_body;
+};
+
+struct http_server;
+
+/* Creates a server; routes are added before http_start(). */
+struct http_server *http_new(const struct http_opts *o);
+/* Adds a route; prefix != 0 matches any path that starts with path. */
+void http_route(struct http_server *s, const char *method, const char *path, int prefix,
+                http_handler fn, void *arg);
+/* Starts listening. Returns 0, or -1 with a reason in err. */
+int http_start(struct http_server *s, char *err, size_t errlen);
+/* The port it listens on (useful with port 0). */
+int http_port(const struct http_server *s);
+void http_free(struct http_server *s); /* stops it first if running */
+
+/* Response helpers: each sets status, content type and a malloc'd body. */
+void http_reply_text(struct http_response *r, int status, const char *content_type,
+                     const char *text);
+void http_reply_json_error(struct http_response *r, int status, const char *reason);
+/* Takes ownership of buf (malloc'd). */
+void http_reply_owned(struct http_response *r, int status, const char *content_type, char *buf,
+                      size_t len);
+
+/*
+ * Query-string parsing (pure; fuzzed): finds key in a raw query string
+ * ("a=1&b=x%20y"), percent- and '+'-decodes its value into out (outsz bytes,
+ * NUL-terminated, binary-safe length in *outlen when not NULL). Returns 1 if
+ * found, 0 if absent, -1 if the query or the value is malformed or too long.
+ */
+int http_query_get(const char *query, const char *key, char *out, size_t outsz, size_t *outlen);
+
+/* Registers GET /metrics (text format 0.0.4) and GET /healthz on s. */
+void http_add_metrics_routes(struct http_server *s);
+
+#endif

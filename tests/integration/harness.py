@@ -1,0 +1,201 @@
+"""Test harness: real redis-server processes and keydrift processes on private
+ports in temp dirs. Every process started through a Harness is stopped when the
+test ends, whether it passed or not. Waits are on conditions, not fixed sleeps.
+"""
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import redis
+
+KEYDRIFT = os.environ.get("KEYDRIFT_BIN") or os.path.join(
+    os.path.dirname(__file__), "..", "..", "keydrift")
+KEYDRIFT = os.path.abspath(KEYDRIFT)
+SANITIZED = bool(os.environ.get("KEYDRIFT_SANITIZED"))
+# Sanitizer builds run slower; timing bounds scale by this factor.
+SLOW = 3.0 if SANITIZED else 1.0
+
+
+def free_port():
+    """A port nothing listens on now (the kernel's choice, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(cond, timeout=10.0, interval=0.02, what="condition"):
+    """Polls cond() until it returns a truthy value, which is returned."""
+    deadline = time.monotonic() + timeout * SLOW
+    last_exc = None
+    while time.monotonic() < deadline:
+        try:
+            v = cond()
+            if v:
+                return v
+        except (redis.exceptions.RedisError, OSError) as e:
+            last_exc = e
+        time.sleep(interval)
+    raise AssertionError("timed out after %.1fs waiting for %s (last error: %r)"
+                         % (timeout * SLOW, what, last_exc))
+
+
+class Proc:
+    """A child process with its log in the test's temp dir."""
+
+    def __init__(self, argv, logpath, env=None, cwd=None):
+        self.argv = argv
+        self.logpath = logpath
+        self.log = open(logpath, "ab")
+        full_env = dict(os.environ)
+        if env:
+            full_env.update(env)
+        self.p = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, env=full_env, cwd=cwd)
+
+    @property
+    def pid(self):
+        return self.p.pid
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def signal(self, sig):
+        if self.alive():
+            os.kill(self.p.pid, sig)
+
+    def stop(self, timeout=10):
+        if self.p.poll() is None:
+            try:
+                os.kill(self.p.pid, signal.SIGCONT)
+                self.p.terminate()
+                self.p.wait(timeout=timeout)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                self.p.kill()
+                self.p.wait()
+        self.log.close()
+        return self.p.returncode
+
+    def kill(self):
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
+
+    def output(self):
+        with open(self.logpath, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+
+class RedisServer:
+    """One redis-server on a private port in its own directory."""
+
+    def __init__(self, h, name, port=None, args=()):
+        self.h = h
+        self.name = name
+        self.port = port or free_port()
+        self.dir = os.path.join(h.tmp, name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.args = list(args)
+        self.proc = None
+        self.start()
+
+    @property
+    def addr(self):
+        return "127.0.0.1:%d" % self.port
+
+    def start(self):
+        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                "--dir", self.dir, "--save", "", "--appendonly", "no",
+                "--protected-mode", "no", "--daemonize", "no",
+                "--logfile", "", "--repl-diskless-sync", "yes",
+                "--repl-diskless-sync-delay", "0"] + self.args
+        self.proc = Proc(argv, os.path.join(self.dir, "redis.log"))
+        wait_for(self.ping, timeout=10, what="redis %s to answer PING" % self.name)
+
+    def ping(self):
+        try:
+            return self.client(timeout=0.5).ping()
+        except redis.exceptions.RedisError:
+            return False
+
+    def client(self, timeout=5.0, db=0):
+        return redis.Redis(host="127.0.0.1", port=self.port, db=db,
+                           socket_timeout=timeout, socket_connect_timeout=timeout)
+
+    def stop(self):
+        if self.proc:
+            self.proc.stop()
+
+    def kill(self):
+        if self.proc:
+            self.proc.kill()
+
+    def pause(self):
+        self.proc.signal(signal.SIGSTOP)
+
+    def resume(self):
+        self.proc.signal(signal.SIGCONT)
+
+    def info(self, section=None):
+        return self.client().info(section) if section else self.client().info()
+
+
+class Harness:
+    """Owns every process a test starts; cleanup() stops them all."""
+
+    def __init__(self, tmp):
+        self.tmp = str(tmp)
+        self.procs = []
+        self.servers = []
+
+    def redis(self, name, args=()):
+        s = RedisServer(self, name, args=args)
+        self.servers.append(s)
+        return s
+
+    def replica(self, name, primary, args=()):
+        s = self.redis(name, args=list(args) + ["--replicaof", "127.0.0.1", str(primary.port)])
+        wait_for(lambda: s.info("replication").get("master_link_status") == "up",
+                 timeout=15, what="replica %s link up" % name)
+        return s
+
+    def keydrift(self, *args, name="keydrift", env=None):
+        p = Proc([KEYDRIFT] + [str(a) for a in args],
+                 os.path.join(self.tmp, "%s-%d.log" % (name, len(self.procs))), env=env)
+        self.procs.append(p)
+        return p
+
+    def run_keydrift(self, *args, timeout=60, env=None, input=None):
+        """Runs keydrift to completion; returns CompletedProcess (text)."""
+        full_env = dict(os.environ)
+        if env:
+            full_env.update(env)
+        return subprocess.run([KEYDRIFT] + [str(a) for a in args], capture_output=True,
+                              timeout=timeout * SLOW, env=full_env, input=input)
+
+    def sync(self, primary, cache, *extra, name="sync"):
+        """Starts `keydrift sync` serving cache from primary; waits until subscribed."""
+        channel = "cache_update"
+        ex = [str(e) for e in extra]
+        if "--channel" in ex:
+            channel = ex[ex.index("--channel") + 1]
+        before = primary.client().pubsub_numsub(channel)[0][1]
+        p = self.keydrift("sync", "--primary", primary.addr, "--cache", cache.addr, *ex,
+                          name=name)
+        wait_for(lambda: primary.client().pubsub_numsub(channel)[0][1] > before or not p.alive(),
+                 timeout=10, what="keydrift sync to subscribe")
+        assert p.alive(), p.output()
+        return p
+
+    def write_file(self, name, text):
+        path = os.path.join(self.tmp, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def cleanup(self):
+        for p in reversed(self.procs):
+            p.stop()
+        for s in reversed(self.servers):
+            s.stop()

@@ -1,9 +1,461 @@
+/*
+ * agent -- the `keydrift run` daemon.
+ *
+ * The main thread only handles signals: SIGTERM/SIGINT stop, SIGHUP reloads
+ * (the config is parsed into a fresh struct and swapped in only if valid).
+ * Everything else runs on the lag threads, the store's writer thread and
+ * the HTTP server's threads.
+ */
+#include "agent.h"
+#include "clock.h"
 #include "cmds.h"
+#include "http.h"
+#include "lag.h"
+#include "log.h"
+#include "metrics.h"
+#include "store.h"
+
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+#include <signal.h>
+#include <sqlite3.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define STORE_RETRY_MS 10000
+
+static struct agent agent;
+
+static struct metric_family *m_build, *m_node_up, *m_cmds, *m_store_err, *m_store_q,
+    *m_store_drop, *m_store_ok, *m_reloads;
+
+int agent_is_loopback(const char *host)
+{
+    return !strcmp(host, "127.0.0.1") || !strncmp(host, "127.", 4) || !strcmp(host, "::1") ||
+           !strcmp(host, "[::1]") || !strcmp(host, "localhost");
+}
+
+/* ------------------------------------------------------------ metrics */
+
+static void node_metrics(const struct rnode *n)
+{
+    metric_set(metrics_series2(m_node_up, n->rn_name, n->rn_role), atomic_load(&n->rn_up));
+    metric_set(metrics_series1(m_cmds, n->rn_name), (double)atomic_load(&n->rn_commands));
+}
+
+/* Runs at every render: copies atomics and module state into the registry. */
+static void agent_collect(void *arg)
+{
+    struct agent *a = arg;
+
+    pthread_rwlock_rdlock(&a->a_lock);
+    node_metrics(&a->a_primary);
+    for (int i = 0; i < a->a_cfg.nreplicas; i++)
+        node_metrics(&a->a_replicas[i]);
+    if (a->a_lag)
+        lag_collect(a->a_lag);
+    if (a->a_store) {
+        metric_set(metrics_series0(m_store_err), (double)store_errors_total(a->a_store));
+        metric_set(metrics_series0(m_store_q), (double)store_queue_length(a->a_store));
+        metric_set(metrics_series0(m_store_drop), (double)store_dropped_total(a->a_store));
+        metric_set(metrics_series0(m_store_ok), store_writable(a->a_store));
+    } else {
+        metric_set(metrics_series0(m_store_ok), a->a_cfg.history_db[0] ? 0 : 1);
+    }
+    metric_set(metrics_series0(m_reloads), (double)a->a_reloads);
+    pthread_rwlock_unlock(&a->a_lock);
+}
+
+static void register_metrics(struct agent *a)
+{
+    static const char *const bl[] = {"version", "hiredis", "sqlite"};
+    static const char *const nl[] = {"node", "role"};
+    static const char *const n1[] = {"node"};
+    char hv[32];
+
+    m_build = metrics_family("keydrift_build_info",
+                             "Always 1; labels carry the version of keydrift and its libraries.",
+                             METRIC_GAUGE, 3, bl);
+    snprintf(hv, sizeof(hv), "%d.%d.%d", HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH);
+    const char *bv[] = {KEYDRIFT_VERSION, hv, sqlite3_libversion()};
+    metric_set(metrics_series(m_build, bv), 1);
+    m_node_up = metrics_family("keydrift_node_up",
+                               "1 when the agent's last command to the node succeeded.",
+                               METRIC_GAUGE, 2, nl);
+    m_cmds = metrics_family("keydrift_redis_commands_total",
+                            "Commands the agent sent to each node (its own load on Redis).",
+                            METRIC_COUNTER, 1, n1);
+    m_store_err = metrics_family("keydrift_storage_errors_total",
+                                 "Failed writes to the history database.", METRIC_COUNTER, 0,
+                                 NULL);
+    m_store_q = metrics_family("keydrift_storage_queue_length",
+                               "Writes queued for the history database.", METRIC_GAUGE, 0, NULL);
+    m_store_drop = metrics_family("keydrift_storage_dropped_total",
+                                  "Queued writes dropped because the queue was full.",
+                                  METRIC_COUNTER, 0, NULL);
+    m_store_ok = metrics_family("keydrift_storage_writable",
+                                "1 when the last write to the history database succeeded.",
+                                METRIC_GAUGE, 0, NULL);
+    m_reloads = metrics_family("keydrift_config_reloads_total",
+                               "Configuration reloads (SIGHUP) that were applied.",
+                               METRIC_COUNTER, 0, NULL);
+    lag_metrics_init();
+    metrics_register_process();
+    metrics_add_collector(agent_collect, a);
+}
+
+/* ------------------------------------------------------------ HTTP */
+
+static void reply_json(struct http_response *resp, int status, json_t *j)
+{
+    char *s = json_dumps(j, JSON_COMPACT | JSON_ENSURE_ASCII);
+    json_decref(j);
+    if (!s) {
+        http_reply_json_error(resp, 500, "out of memory");
+        return;
+    }
+    http_reply_owned(resp, status, "application/json", s, strlen(s));
+}
+
+static void h_readyz(const struct http_request *req, struct http_response *resp, void *arg)
+{
+    struct agent *a = arg;
+    (void)req;
+
+    pthread_rwlock_rdlock(&a->a_lock);
+    int primary = atomic_load(&a->a_primary.rn_up);
+    const char *storage = "disabled";
+    int storage_ok = 1;
+    char serr[256] = "";
+    if (a->a_store) {
+        storage_ok = store_writable(a->a_store);
+        storage = storage_ok ? "ok" : "failing";
+        snprintf(serr, sizeof(serr), "%s", store_last_error(a->a_store));
+    } else if (a->a_cfg.history_db[0]) {
+        storage_ok = 0;
+        storage = "unavailable";
+        snprintf(serr, sizeof(serr), "%s", a->a_store_error);
+    }
+    pthread_rwlock_unlock(&a->a_lock);
+
+    json_t *j = json_pack("{s:b,s:s,s:s}", "ready", primary && storage_ok, "primary",
+                          primary ? "up" : "down", "storage", storage);
+    if (serr[0])
+        json_object_set_new(j, "storage_error", json_string(serr));
+    reply_json(resp, primary && storage_ok ? 200 : 503, j);
+}
+
+static json_t *replica_json(struct agent *a, int i)
+{
+    const struct cfg_replica *r = &a->a_cfg.replicas[i];
+    struct lag_view v;
+    char addr[CFG_HOST_MAX + 8];
+
+    snprintf(addr, sizeof(addr), "%s:%d", r->addr.host, r->addr.port);
+    json_t *j = json_pack("{s:s,s:s,s:s,s:b}", "name", r->name, "address", addr, "kind",
+                          cfg_replica_kind_name(r->kind), "up",
+                          atomic_load(&a->a_replicas[i].rn_up));
+    if (!a->a_lag)
+        return j;
+    lag_get(a->a_lag, i, &v);
+    json_object_set_new(j, "status", json_string(lag_status_name(v.status)));
+    json_object_set_new(j, "status_reason", json_string(v.status_reason));
+    json_object_set_new(j, "lag_seconds", v.lag_seconds >= 0 ? json_real(v.lag_seconds)
+                                                             : json_null());
+    json_object_set_new(j, "link_up", json_boolean(v.link_up && v.reachable));
+    if (r->kind == REPLICA_NATIVE) {
+        json_object_set_new(j, "lag_bytes",
+                            v.lag_bytes >= 0 ? json_integer(v.lag_bytes) : json_null());
+        json_object_set_new(j, "offset", v.offset >= 0 ? json_integer(v.offset) : json_null());
+        json_object_set_new(j, "sync_in_progress", json_boolean(v.sync_in_progress));
+        json_object_set_new(j, "resyncs", json_integer((json_int_t)v.resyncs));
+    }
+    return j;
+}
+
+static void h_status(const struct http_request *req, struct http_response *resp, void *arg)
+{
+    struct agent *a = arg;
+    char paddr[CFG_HOST_MAX + 8];
+    char run_id[48] = "";
+    (void)req;
+
+    pthread_rwlock_rdlock(&a->a_lock);
+    snprintf(paddr, sizeof(paddr), "%s:%d", a->a_cfg.primary.host, a->a_cfg.primary.port);
+    if (a->a_lag)
+        lag_primary_run_id(a->a_lag, run_id, sizeof(run_id));
+    json_t *replicas = json_array();
+    for (int i = 0; i < a->a_cfg.nreplicas; i++)
+        json_array_append_new(replicas, replica_json(a, i));
+    json_t *j = json_pack(
+        "{s:s,s:s,s:I,s:{s:s,s:b,s:s,s:I},s:o,s:s,s:s}", "version", KEYDRIFT_VERSION,
+        "agent_id", a->a_cfg.agent_id, "started_ms", (json_int_t)a->a_started_ms, "primary",
+        "address", paddr, "up", atomic_load(&a->a_primary.rn_up), "run_id", run_id, "offset",
+        (json_int_t)(a->a_lag ? lag_primary_offset(a->a_lag) : -1), "replicas", replicas,
+        "channel", a->a_cfg.channel, "message_format",
+        cfg_format_name(a->a_cfg.message_format));
+    pthread_rwlock_unlock(&a->a_lock);
+    reply_json(resp, 200, j);
+}
+
+static int start_http(struct agent *a, char *err, size_t errlen)
+{
+    struct http_opts o = {.listen = a->a_cfg.http_listen,
+                          .max_connections = a->a_cfg.http_max_connections,
+                          .per_ip_connections = a->a_cfg.http_per_ip_connections,
+                          .timeout_ms = a->a_cfg.http_timeout,
+                          .max_body = a->a_cfg.http_max_body};
+
+    a->a_http = http_new(&o);
+    if (!a->a_http) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    http_add_metrics_routes(a->a_http);
+    http_route(a->a_http, "GET", "/readyz", 0, h_readyz, a);
+    http_route(a->a_http, "GET", "/api/v1/status", 0, h_status, a);
+    if (http_start(a->a_http, err, errlen) < 0) {
+        http_free(a->a_http);
+        a->a_http = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+static void init_nodes(struct agent *a)
+{
+    struct config *c = &a->a_cfg;
+
+    memset(&a->a_primary, 0, sizeof(a->a_primary));
+    snprintf(a->a_primary.rn_name, sizeof(a->a_primary.rn_name), "primary");
+    snprintf(a->a_primary.rn_role, sizeof(a->a_primary.rn_role), "primary");
+    a->a_primary.rn_addr = c->primary;
+    for (int i = 0; i < c->nreplicas; i++) {
+        struct rnode *n = &a->a_replicas[i];
+        memset(n, 0, sizeof(*n));
+        snprintf(n->rn_name, sizeof(n->rn_name), "%s", c->replicas[i].name);
+        snprintf(n->rn_role, sizeof(n->rn_role), "%s",
+                 c->replicas[i].kind == REPLICA_NATIVE ? "replica" : "cache");
+        n->rn_addr = c->replicas[i].addr;
+    }
+}
+
+static void open_store(struct agent *a)
+{
+    char err[256];
+
+    if (!a->a_cfg.history_db[0] || a->a_store)
+        return;
+    a->a_store = store_open(a->a_cfg.history_db, a->a_cfg.retention, err, sizeof(err));
+    if (!a->a_store) {
+        if (strcmp(err, a->a_store_error) != 0)
+            log_errorx("history database %s: %s; monitoring goes on without history, retrying "
+                       "every %d s",
+                       a->a_cfg.history_db, err, STORE_RETRY_MS / 1000);
+        snprintf(a->a_store_error, sizeof(a->a_store_error), "%s", err);
+        return;
+    }
+    a->a_store_error[0] = '\0';
+    char addr[CFG_HOST_MAX + 8];
+    snprintf(addr, sizeof(addr), "%s:%d", a->a_cfg.primary.host, a->a_cfg.primary.port);
+    store_put_node(a->a_store, "primary", "primary", addr, "");
+    for (int i = 0; i < a->a_cfg.nreplicas; i++) {
+        const struct cfg_replica *r = &a->a_cfg.replicas[i];
+        snprintf(addr, sizeof(addr), "%s:%d", r->addr.host, r->addr.port);
+        store_put_node(a->a_store, r->name, "replica", addr, cfg_replica_kind_name(r->kind));
+    }
+}
+
+static void start_workers(struct agent *a)
+{
+    init_nodes(a);
+    open_store(a);
+    a->a_lag = lag_start(&a->a_cfg, &a->a_primary, a->a_replicas, a->a_store);
+    if (!a->a_lag)
+        fatalx("cannot start the lag monitor");
+}
+
+static void stop_workers(struct agent *a)
+{
+    lag_stop(a->a_lag);
+    a->a_lag = NULL;
+}
+
+static void apply_log_settings(const struct config *c)
+{
+    enum log_level lvl = LOG_LVL_INFO;
+    log_level_parse(c->log_level, &lvl);
+    log_set_level(lvl);
+    log_init("keydrift", c->log_target == LOGT_SYSLOG);
+}
+
+/* Checks what the daemon needs beyond the option table's own rules. */
+static int check_run_config(const struct config *c, char *err, size_t errlen)
+{
+    struct cfg_addr la;
+
+    if (cfg_parse_addr(c->http_listen, &la) < 0 && strcmp(c->http_listen, "") != 0) {
+        snprintf(err, errlen, "option 'http-listen': '%s' is not HOST:PORT", c->http_listen);
+        return -1;
+    }
+    if (c->http_listen[0] && !agent_is_loopback(la.host) && !c->http_token) {
+        snprintf(err, errlen,
+                 "option 'http-listen': %s is not a loopback address; set 'http-token-file' so "
+                 "the repair endpoint is not open to the network",
+                 c->http_listen);
+        return -1;
+    }
+    return 0;
+}
+
+static void reload(struct agent *a, const char *path, int argc, char **argv)
+{
+    struct config fresh;
+    char err[CFG_ERR_MAX];
+
+    if (cfg_load(&fresh, path, argc, argv, err, sizeof(err)) < 0 ||
+        check_run_config(&fresh, err, sizeof(err)) < 0) {
+        log_errorx("reload: %s; keeping the running configuration", err);
+        cfg_free(&fresh);
+        return;
+    }
+    if (cfg_log_changes(&a->a_cfg, &fresh) == 0) {
+        log_notice("reload: configuration unchanged");
+        cfg_free(&fresh);
+        return;
+    }
+    if (strcmp(fresh.http_listen, a->a_cfg.http_listen) != 0)
+        log_warnx("reload: http-listen changes take effect at the next restart");
+    if (strcmp(fresh.history_db, a->a_cfg.history_db) != 0)
+        log_warnx("reload: history-db changes take effect at the next restart");
+
+    pthread_rwlock_wrlock(&a->a_lock);
+    stop_workers(a);
+    lag_metrics_reset();
+    metrics_family_reset(m_node_up);
+    metrics_family_reset(m_cmds);
+    /* Keep what cannot change without a restart. */
+    free(fresh.http_listen);
+    fresh.http_listen = strdup(a->a_cfg.http_listen);
+    free(fresh.history_db);
+    fresh.history_db = strdup(a->a_cfg.history_db);
+    cfg_free(&a->a_cfg);
+    a->a_cfg = fresh;
+    apply_log_settings(&a->a_cfg);
+    start_workers(a);
+    a->a_reloads++;
+    pthread_rwlock_unlock(&a->a_lock);
+    log_notice("reload: applied");
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: keydrift run [-t] [CONFIG] [--option value...]\n"
+               "\n"
+               "Runs the agent: measures replica lag, serves metrics and the API.\n"
+               "  -t          check the configuration and exit (0 valid, 2 invalid)\n"
+               "  CONFIG      a config file (redis.conf style); see docs/config.md\n"
+               "  --NAME V..  set any option, after the file (e.g. --primary 127.0.0.1:6379)\n"
+               "Signals: SIGHUP reloads the config, SIGTERM/SIGINT stop.\n");
+}
+
 int cmd_run(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "keydrift: not available in this build\n");
-    return 2;
+    struct agent *a = &agent;
+    const char *path = NULL;
+    int test_only = 0;
+    int i = 1;
+    char err[CFG_ERR_MAX];
+    sigset_t set;
+
+    for (; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "-t")) {
+            test_only = 1;
+        } else if (argv[i][0] != '-' && !path) {
+            path = argv[i];
+        } else {
+            break;
+        }
+    }
+    if (cfg_load(&a->a_cfg, path, argc - i, argv + i, err, sizeof(err)) < 0 ||
+        check_run_config(&a->a_cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "keydrift: %s\n", err);
+        cfg_free(&a->a_cfg);
+        return 2;
+    }
+    if (test_only) {
+        printf("keydrift: configuration %s is valid\n", path ? path : "(defaults)");
+        cfg_free(&a->a_cfg);
+        return 0;
+    }
+    apply_log_settings(&a->a_cfg);
+
+    /* Signals go to the main thread only: block them before any thread starts. */
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+    pthread_rwlock_init(&a->a_lock, NULL);
+    a->a_started_ms = clock_wall_ms();
+    register_metrics(a);
+    start_workers(a);
+    if (a->a_cfg.http_listen[0] && start_http(a, err, sizeof(err)) < 0) {
+        log_errorx("http: %s", err);
+        stop_workers(a);
+        if (a->a_store)
+            store_close(a->a_store);
+        metrics_shutdown();
+        cfg_free(&a->a_cfg);
+        return 2;
+    }
+    log_notice("keydrift %s running: primary %s:%d, %d replica(s), metrics on http://%s/metrics",
+               KEYDRIFT_VERSION, a->a_cfg.primary.host, a->a_cfg.primary.port,
+               a->a_cfg.nreplicas, a->a_cfg.http_listen);
+    if (a->a_store)
+        store_put_event(a->a_store, (int64_t)clock_wall_ms(), "start", "agent", KEYDRIFT_VERSION);
+
+    uint64_t next_store_try = 0;
+    for (;;) {
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = 200 * 1000000L};
+        int sig = sigtimedwait(&set, NULL, &ts);
+        if (sig == SIGTERM || sig == SIGINT) {
+            log_notice("received %s, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+            break;
+        }
+        if (sig == SIGHUP) {
+            log_notice("received SIGHUP, reloading %s", path ? path : "(no file)");
+            reload(a, path, argc - i, argv + i);
+        }
+        if (!a->a_store && a->a_cfg.history_db[0] && clock_mono_us() / 1000 >= next_store_try) {
+            pthread_rwlock_wrlock(&a->a_lock);
+            open_store(a);
+            pthread_rwlock_unlock(&a->a_lock);
+            next_store_try = clock_mono_us() / 1000 + STORE_RETRY_MS;
+        }
+    }
+
+    http_free(a->a_http);
+    a->a_http = NULL;
+    pthread_rwlock_wrlock(&a->a_lock);
+    stop_workers(a);
+    if (a->a_store) {
+        store_put_event(a->a_store, (int64_t)clock_wall_ms(), "stop", "agent", "");
+        store_close(a->a_store);
+        a->a_store = NULL;
+    }
+    pthread_rwlock_unlock(&a->a_lock);
+    metrics_shutdown();
+    cfg_free(&a->a_cfg);
+    pthread_rwlock_destroy(&a->a_lock);
+    return 0;
 }

@@ -199,3 +199,84 @@ class Harness:
             p.stop()
         for s in reversed(self.servers):
             s.stop()
+
+
+def http_get(url, timeout=5.0, method="GET", data=None, headers=None):
+    """(status, headers, body bytes) of one request; HTTP errors are returned, not raised."""
+    import urllib.error
+    import urllib.request
+    req = urllib.request.Request(url, method=method, data=data, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def parse_metrics(text):
+    """{(name, frozenset(labels.items())): value} from Prometheus text format."""
+    import re
+    out = {}
+    line_re = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)$')
+    label_re = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = line_re.match(line)
+        assert m, "unparsable metrics line: %r" % line
+        labels = frozenset(label_re.findall(m.group(3) or ""))
+        out[(m.group(1), labels)] = float(m.group(4))
+    return out
+
+
+class Agent:
+    """A running `keydrift run` with its config file and HTTP port."""
+
+    def __init__(self, h, primary, replicas=(), extra="", name="agent", env=None, port=None):
+        self.h = h
+        self.port = port or free_port()
+        self.db = os.path.join(h.tmp, "%s.db" % name)
+        lines = ["primary %s" % (primary if isinstance(primary, str) else primary.addr),
+                 "http-listen 127.0.0.1:%d" % self.port,
+                 "history-db %s" % self.db,
+                 "agent-id test-%s" % name]
+        for rname, server, kind in replicas:
+            lines.append("replica %s %s %s" % (rname, server if isinstance(server, str)
+                                               else server.addr, kind))
+        self.conf = h.write_file("%s.conf" % name, "\n".join(lines) + "\n" + extra)
+        self.proc = h.keydrift("run", self.conf, name=name, env=env)
+        self.url = "http://127.0.0.1:%d" % self.port
+        wait_for(lambda: self._answers() or not self.proc.alive(), timeout=10,
+                 what="agent HTTP server")
+        assert self.proc.alive(), self.proc.output()
+
+    def _answers(self):
+        try:
+            return http_get(self.url + "/healthz", timeout=1)[0] == 200
+        except OSError:
+            return False
+
+    def metrics_text(self):
+        st, hdr, body = http_get(self.url + "/metrics")
+        assert st == 200, (st, body)
+        return body.decode()
+
+    def metrics(self):
+        return parse_metrics(self.metrics_text())
+
+    def metric(self, name, **labels):
+        """The value of one series, or None when absent."""
+        key = (name, frozenset((k, str(v)) for k, v in labels.items()))
+        return self.metrics().get(key)
+
+    def status(self):
+        import json
+        st, hdr, body = http_get(self.url + "/api/v1/status")
+        assert st == 200, (st, body)
+        return json.loads(body)
+
+    def replica_status(self, name):
+        for r in self.status()["replicas"]:
+            if r["name"] == name:
+                return r
+        raise KeyError(name)

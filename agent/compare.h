@@ -80,7 +80,7 @@ enum cmp_kind cmp_judge(const struct cmp_side *p, const struct cmp_side *r,
 /*
  * The type-aware comparison of one key on two nodes. Large values (sides
  * marked large) are compared by type, length and sampled elements. Fills
- * *pdigest/*rdigest with digests of the canonical values. Returns CMP_EQUAL,
+ * *pdigest and *rdigest with digests of the canonical values. Returns CMP_EQUAL,
  * CMP_TYPE, CMP_VALUE, CMP_SKIPPED (a type it cannot compare: *why says which)
  * or CMP_ERROR.
  */

@@ -1,0 +1,1533 @@
+/*
+ * detect -- divergence detection: sampling, comparison, confirmation.
+ * See detect.h for the model and the state machine.
+ */
+#include "detect.h"
+#include "clock.h"
+#include "info.h"
+#include "lag.h"
+#include "log.h"
+#include "metrics.h"
+#include "store.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#define MAP_BUCKETS      65536
+#define MAX_TRACKED      200000 /* suspects + open divergences held in memory */
+#define WATCH_MAX        100000 /* keys waiting for their verification */
+#define BATCH_MAX        512
+#define CMDS_PER_KEY     3 /* PTTL, MEMORY USAGE, DUMP on each node */
+#define REVERIFY_US      2000000u
+#define SETTLE_MARGIN_US 2000000u
+#define MAX_RESAMPLES    5
+
+static const char *const state_names[] = {"suspect", "confirmed", "repairing", "resolved",
+                                          "cleared"};
+static const char *const mode_names[] = {"scan", "replica-scan", "random", "watch", "recheck"};
+enum mode { M_SCAN, M_REPLICA_SCAN, M_RANDOM, M_WATCH, M_RECHECK, M_COUNT };
+
+const char *detect_state_name(enum div_state s)
+{
+    return state_names[s];
+}
+
+/* ------------------------------------------------------------ state */
+
+struct div {
+    struct div *d_next;   /* hash chain */
+    struct div *d_lnext;  /* suspects list or open list */
+    struct div **d_lprev; /* for O(1) unlink */
+    uint64_t d_hash;
+    int d_rep;
+    char *d_key;
+    size_t d_keylen;
+    enum div_state d_state;
+    enum cmp_kind d_kind;
+    int64_t d_id;
+    uint64_t d_first_ms, d_confirmed_ms;
+    uint64_t d_first_mono, d_deadline_mono, d_next_check_mono;
+    uint64_t d_write_mono; /* watch: when the write was seen; 0 otherwise */
+    int d_pexists;
+    uint64_t d_pdigest, d_rdigest;
+    long long d_pttl, d_rttl;
+    long long d_marker_offset; /* native: primary offset at the first look */
+    uint64_t d_marker_seq;     /* pubsub: heartbeat the cache must show */
+    long long d_primary_offset;
+    enum mode d_found;
+    long d_random_slot; /* random: the sample's slot in the ratio window, -1 */
+    int d_resamples;
+};
+
+struct bucket { /* token bucket over every agent command on one node */
+    struct rnode *b_node;
+    double b_tokens;
+    uint64_t b_last_us;
+    unsigned long long b_last_cmds;
+};
+
+struct rstate {
+    struct rconn *rs_conn;
+    unsigned long long rs_cursor; /* replica-scan */
+    int rs_cycle_done;
+    /* random-sample window: 1 = divergent, 0 = equal, per slot */
+    unsigned char *rs_win;
+    long rs_win_n, rs_win_pos;
+    long rs_win_div;
+    /* cached metric series */
+    struct metric *rs_checked[M_COUNT];
+    struct metric *rs_suspected;
+    struct metric *rs_confirmed[CMP_KIND_COUNT];
+    struct metric *rs_open[CMP_KIND_COUNT];
+    long rs_open_n[CMP_KIND_COUNT];
+};
+
+struct wentry {
+    char *key;
+    size_t len;
+    uint64_t seen_us;
+};
+
+struct detect {
+    struct detect_opts d_o;
+    const struct config *d_cfg;
+    pthread_t d_thr, d_wthr;
+    int d_wthr_started;
+    volatile int d_stop;
+
+    struct rconn *d_p; /* primary, engine thread */
+    struct rstate *d_rs;
+    struct bucket *d_buckets; /* [0] primary, [1..] replicas */
+    int d_nb;
+    int d_batch;
+
+    /* divergences being tracked */
+    struct div **d_map;
+    size_t d_tracked;
+    struct div *d_suspects, *d_open;
+    uint64_t d_next_reverify;
+
+    /* scan cycle */
+    unsigned long long d_cursor;
+    uint64_t d_cycle_start_us, d_cycle_keys;
+
+    /* watch queue (producer: watch thread) */
+    pthread_mutex_t d_wmu;
+    struct wentry *d_wq;
+    size_t d_wq_head, d_wq_len;
+    uint64_t d_wq_dropped;
+
+    /* progress, under d_pmu */
+    pthread_mutex_t d_pmu;
+    struct detect_progress d_prog;
+    int d_done;
+    pthread_cond_t d_done_cv;
+};
+
+/* ------------------------------------------------------------ metrics */
+
+static struct metric_family *m_checked, *m_suspected, *m_confirmed, *m_open, *m_ratio,
+    *m_delay, *m_cycles, *m_progress, *m_cycle_dur, *m_skipped, *m_resolved, *m_cleared,
+    *m_watch_on, *m_watch_gaps, *m_watch_q, *m_watch_drop;
+
+void detect_metrics_init(void)
+{
+    static const char *const rm[] = {"replica", "mode"};
+    static const char *const r1[] = {"replica"};
+    static const char *const rk[] = {"replica", "kind"};
+    static const char *const rb[] = {"replica", "bound"};
+    static const char *const rr[] = {"replica", "resolution"};
+    static const char *const why[] = {"reason"};
+    static const double delay_buckets[] = {0.05, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 10, 30};
+
+    if (m_checked)
+        return;
+    m_checked = metrics_family("keydrift_keys_checked_total",
+                               "Keys compared between the primary and a replica, by how they "
+                               "were sampled.",
+                               METRIC_COUNTER, 2, rm);
+    m_suspected = metrics_family("keydrift_divergences_suspected_total",
+                                 "Mismatches seen once (suspects), before confirmation.",
+                                 METRIC_COUNTER, 1, r1);
+    m_confirmed = metrics_family("keydrift_divergences_confirmed_total",
+                                 "Mismatches that persisted after the replica caught up with "
+                                 "an unchanged primary.",
+                                 METRIC_COUNTER, 2, rk);
+    m_cleared = metrics_family("keydrift_divergences_cleared_total",
+                               "Suspects that were not confirmed (in-flight writes).",
+                               METRIC_COUNTER, 1, r1);
+    m_resolved = metrics_family("keydrift_divergences_resolved_total",
+                                "Confirmed divergences that went away, by resolution.",
+                                METRIC_COUNTER, 2, rr);
+    m_open = metrics_family("keydrift_divergent_keys",
+                            "Confirmed divergences open now (not resolved).", METRIC_GAUGE, 2,
+                            rk);
+    m_ratio = metrics_family("keydrift_divergence_ratio",
+                             "Share of randomly sampled keys found divergent, with its 95% "
+                             "Wilson interval (bound=estimate|lower|upper).",
+                             METRIC_GAUGE, 2, rb);
+    m_delay = metrics_histogram("keydrift_detection_delay_seconds",
+                                "Watch mode: time from a key's write to its confirmed "
+                                "divergence.",
+                                0, NULL, delay_buckets,
+                                (int)(sizeof(delay_buckets) / sizeof(delay_buckets[0])));
+    m_cycles = metrics_family("keydrift_scan_cycles_total", "Completed SCAN walks of the primary.",
+                              METRIC_COUNTER, 0, NULL);
+    m_progress = metrics_family("keydrift_scan_progress_ratio",
+                                "Share of the primary's keys checked in the current scan cycle.",
+                                METRIC_GAUGE, 0, NULL);
+    m_cycle_dur = metrics_family("keydrift_scan_cycle_duration_seconds",
+                                 "Duration of the last completed scan cycle.", METRIC_GAUGE, 0,
+                                 NULL);
+    m_skipped = metrics_family("keydrift_keys_skipped_total",
+                               "Keys not compared, by reason (large, unsupported-type, ...).",
+                               METRIC_COUNTER, 1, why);
+    m_watch_on = metrics_family("keydrift_watch_enabled",
+                                "1 when keyspace notifications from the primary are being "
+                                "received (watch mode).",
+                                METRIC_GAUGE, 0, NULL);
+    m_watch_gaps = metrics_family("keydrift_watch_gaps_total",
+                                  "Times the notification connection was lost (writes in the "
+                                  "gap are left to the scan).",
+                                  METRIC_COUNTER, 0, NULL);
+    m_watch_q = metrics_family("keydrift_watch_queue_length",
+                               "Written keys waiting for their verification.", METRIC_GAUGE, 0,
+                               NULL);
+    m_watch_drop = metrics_family("keydrift_watch_dropped_total",
+                                  "Written keys not verified because the queue was full.",
+                                  METRIC_COUNTER, 0, NULL);
+}
+
+void detect_metrics_reset(void)
+{
+    struct metric_family *per_replica[] = {m_checked, m_suspected, m_confirmed, m_cleared,
+                                           m_resolved, m_open, m_ratio};
+    for (size_t i = 0; i < sizeof(per_replica) / sizeof(per_replica[0]); i++)
+        if (per_replica[i])
+            metrics_family_reset(per_replica[i]);
+}
+
+/* ------------------------------------------------------------ glob */
+
+int detect_glob_match(const char *pat, size_t plen, const char *s, size_t slen)
+{
+    while (plen) {
+        switch (*pat) {
+        case '*':
+            while (plen > 1 && pat[1] == '*') {
+                pat++;
+                plen--;
+            }
+            if (plen == 1)
+                return 1;
+            for (size_t i = 0; i <= slen; i++)
+                if (detect_glob_match(pat + 1, plen - 1, s + i, slen - i))
+                    return 1;
+            return 0;
+        case '?':
+            if (!slen)
+                return 0;
+            s++;
+            slen--;
+            break;
+        case '[': {
+            int neg, match = 0;
+            pat++;
+            plen--;
+            neg = plen && *pat == '^';
+            if (neg) {
+                pat++;
+                plen--;
+            }
+            while (plen && *pat != ']') {
+                if (*pat == '\\' && plen >= 2) {
+                    pat++;
+                    plen--;
+                    if (slen && *pat == *s)
+                        match = 1;
+                } else if (plen >= 3 && pat[1] == '-') {
+                    unsigned char lo = (unsigned char)pat[0], hi = (unsigned char)pat[2];
+                    if (lo > hi) {
+                        unsigned char t = lo;
+                        lo = hi;
+                        hi = t;
+                    }
+                    if (slen && (unsigned char)*s >= lo && (unsigned char)*s <= hi)
+                        match = 1;
+                    pat += 2;
+                    plen -= 2;
+                } else if (slen && *pat == *s) {
+                    match = 1;
+                }
+                pat++;
+                plen--;
+            }
+            if (!slen || match == neg)
+                return 0;
+            s++;
+            slen--;
+            if (!plen)
+                return 0; /* unterminated class */
+            break;
+        }
+        case '\\':
+            if (plen >= 2) {
+                pat++;
+                plen--;
+            }
+            /* fall through */
+        default:
+            if (!slen || *pat != *s)
+                return 0;
+            s++;
+            slen--;
+            break;
+        }
+        pat++;
+        plen--;
+    }
+    return slen == 0;
+}
+
+/* ------------------------------------------------------------ the map */
+
+static uint64_t key_hash(int rep, const char *k, size_t len)
+{
+    return XXH3_64bits_withSeed(k, len, (uint64_t)rep * 0x9e3779b97f4a7c15ULL + 1);
+}
+
+static struct div *map_get(struct detect *d, int rep, const char *k, size_t len, uint64_t h)
+{
+    for (struct div *v = d->d_map[h & (MAP_BUCKETS - 1)]; v; v = v->d_next)
+        if (v->d_hash == h && v->d_rep == rep && v->d_keylen == len &&
+            memcmp(v->d_key, k, len) == 0)
+            return v;
+    return NULL;
+}
+
+static void list_push(struct div **head, struct div *v)
+{
+    v->d_lnext = *head;
+    v->d_lprev = head;
+    if (*head)
+        (*head)->d_lprev = &v->d_lnext;
+    *head = v;
+}
+
+static void list_unlink(struct div *v)
+{
+    if (!v->d_lprev)
+        return;
+    *v->d_lprev = v->d_lnext;
+    if (v->d_lnext)
+        v->d_lnext->d_lprev = v->d_lprev;
+    v->d_lnext = NULL;
+    v->d_lprev = NULL;
+}
+
+static struct div *map_add(struct detect *d, int rep, const char *k, size_t len, uint64_t h)
+{
+    struct div *v;
+
+    if (d->d_tracked >= MAX_TRACKED)
+        return NULL;
+    v = calloc(1, sizeof(*v));
+    if (!v)
+        return NULL;
+    v->d_key = malloc(len ? len : 1);
+    if (!v->d_key) {
+        free(v);
+        return NULL;
+    }
+    memcpy(v->d_key, k, len);
+    v->d_keylen = len;
+    v->d_rep = rep;
+    v->d_hash = h;
+    v->d_random_slot = -1;
+    v->d_next = d->d_map[h & (MAP_BUCKETS - 1)];
+    d->d_map[h & (MAP_BUCKETS - 1)] = v;
+    d->d_tracked++;
+    return v;
+}
+
+static void map_del(struct detect *d, struct div *v)
+{
+    struct div **pp = &d->d_map[v->d_hash & (MAP_BUCKETS - 1)];
+    while (*pp && *pp != v)
+        pp = &(*pp)->d_next;
+    if (*pp)
+        *pp = v->d_next;
+    list_unlink(v);
+    d->d_tracked--;
+    free(v->d_key);
+    free(v);
+}
+
+/* ------------------------------------------------------------ budget */
+
+/*
+ * Refills each node's bucket and returns how long to wait (µs) before
+ * `need` more commands fit on every node. Every command the agent sends to
+ * a node (lag polling included) is counted, through the node's counter.
+ */
+static uint64_t budget_wait(struct detect *d, double need)
+{
+    double rate = (double)d->d_cfg->max_commands_per_sec;
+    double burst = rate * 0.2 > need ? rate * 0.2 : need;
+    uint64_t now = clock_mono_us(), wait = 0;
+
+    for (int i = 0; i < d->d_nb; i++) {
+        struct bucket *b = &d->d_buckets[i];
+        unsigned long long cmds = atomic_load(&b->b_node->rn_commands);
+        b->b_tokens += rate * (double)(now - b->b_last_us) / 1e6;
+        b->b_tokens -= (double)(cmds - b->b_last_cmds);
+        if (b->b_tokens > burst)
+            b->b_tokens = burst;
+        b->b_last_us = now;
+        b->b_last_cmds = cmds;
+        if (b->b_tokens < need) {
+            uint64_t w = (uint64_t)((need - b->b_tokens) / rate * 1e6);
+            if (w > wait)
+                wait = w;
+        }
+    }
+    return wait;
+}
+
+static void budget_take(struct detect *d, double need)
+{
+    for (;;) {
+        uint64_t w = budget_wait(d, need);
+        if (!w || d->d_stop)
+            return;
+        usleep((useconds_t)(w < 100000 ? w : 100000));
+    }
+}
+
+/* Adapts the batch size to the time slice: grow when fast, shrink when slow. */
+static void adapt_batch(struct detect *d, uint64_t took_us)
+{
+    uint64_t slice = (uint64_t)d->d_cfg->batch_time_slice * 1000u;
+    int b = d->d_batch;
+    if (took_us < slice / 2)
+        b = b + b / 4 + 1;
+    else if (took_us > slice)
+        b = b * 3 / 4;
+    if (b < 1)
+        b = 1;
+    int cap = (int)(d->d_cfg->max_commands_per_sec / 5 / CMDS_PER_KEY);
+    if (cap < 1)
+        cap = 1;
+    if (b > cap)
+        b = cap;
+    if (b > BATCH_MAX)
+        b = BATCH_MAX;
+    d->d_batch = b;
+}
+
+/* ------------------------------------------------------------ records */
+
+static const char *resolution_for(enum cmp_kind k, const struct div *v)
+{
+    if (k == CMP_GONE)
+        return v->d_pttl >= 0 ? "expired" : "deleted";
+    return "self-healed";
+}
+
+static void put_record(struct detect *d, const struct div *v, const char *resolution,
+                       uint64_t resolved_ms)
+{
+    const struct config *cfg = d->d_cfg;
+    struct store_divergence sd = {
+        .id = v->d_id,
+        .replica = cfg->replicas[v->d_rep].name,
+        .key = v->d_key,
+        .keylen = v->d_keylen,
+        .db = d->d_o.db,
+        .kind = cmp_kind_name(v->d_kind),
+        .state = state_names[v->d_state],
+        .first_seen = (int64_t)v->d_first_ms,
+        .confirmed_at = (int64_t)v->d_confirmed_ms,
+        .resolved_at = (int64_t)resolved_ms,
+        .resolution = resolution,
+        .primary_digest = v->d_pdigest,
+        .replica_digest = v->d_rdigest,
+        .primary_ttl_ms = v->d_pttl,
+        .replica_ttl_ms = v->d_rttl,
+        .primary_offset = v->d_primary_offset,
+        .found_by = mode_names[v->d_found],
+        .note = NULL,
+    };
+    if (d->d_o.store)
+        store_put_divergence(d->d_o.store, &sd);
+}
+
+static void report(struct detect *d, const struct div *v, const char *resolution)
+{
+    struct detect_finding f = {
+        .id = v->d_id,
+        .replica = d->d_cfg->replicas[v->d_rep].name,
+        .key = v->d_key,
+        .keylen = v->d_keylen,
+        .db = d->d_o.db,
+        .kind = v->d_kind,
+        .state = v->d_state,
+        .resolution = resolution,
+        .primary_digest = v->d_pdigest,
+        .replica_digest = v->d_rdigest,
+        .primary_ttl_ms = v->d_pttl,
+        .replica_ttl_ms = v->d_rttl,
+        .found_by = mode_names[v->d_found],
+        .first_seen_ms = v->d_first_ms,
+        .confirmed_ms = v->d_confirmed_ms,
+    };
+    if (d->d_o.on_confirmed)
+        d->d_o.on_confirmed(&f, d->d_o.arg);
+}
+
+static void open_count(struct detect *d, int rep, enum cmp_kind k, int delta)
+{
+    struct rstate *rs = &d->d_rs[rep];
+    rs->rs_open_n[k] += delta;
+    if (!rs->rs_open[k])
+        rs->rs_open[k] =
+            metrics_series2(m_open, d->d_cfg->replicas[rep].name, cmp_kind_name(k));
+    metric_set(rs->rs_open[k], (double)rs->rs_open_n[k]);
+}
+
+static void random_result(struct detect *d, int rep, long slot, int divergent);
+
+static void confirm(struct detect *d, struct div *v)
+{
+    struct rstate *rs = &d->d_rs[v->d_rep];
+    char kesc[128];
+
+    list_unlink(v);
+    v->d_state = DIV_CONFIRMED;
+    v->d_confirmed_ms = clock_wall_ms();
+    v->d_next_check_mono = clock_mono_us() + REVERIFY_US;
+    if (d->d_o.store)
+        v->d_id = store_next_id(d->d_o.store);
+    else
+        v->d_id = (int64_t)d->d_prog.keys_checked + 1;
+    list_push(&d->d_open, v);
+    if (!rs->rs_confirmed[v->d_kind])
+        rs->rs_confirmed[v->d_kind] = metrics_series2(
+            m_confirmed, d->d_cfg->replicas[v->d_rep].name, cmp_kind_name(v->d_kind));
+    metric_inc(rs->rs_confirmed[v->d_kind]);
+    open_count(d, v->d_rep, v->d_kind, +1);
+    if (v->d_write_mono)
+        metric_observe(metrics_series0(m_delay),
+                       (double)(clock_mono_us() - v->d_write_mono) / 1e6);
+    if (v->d_random_slot >= 0)
+        random_result(d, v->d_rep, v->d_random_slot, 1);
+    log_notice("divergence confirmed: replica %s key \"%s\" %s (found by %s)",
+               d->d_cfg->replicas[v->d_rep].name,
+               log_escape(kesc, sizeof(kesc), v->d_key, v->d_keylen), cmp_kind_name(v->d_kind),
+               mode_names[v->d_found]);
+    put_record(d, v, NULL, 0);
+    report(d, v, NULL);
+}
+
+static void clear_suspect(struct detect *d, struct div *v)
+{
+    metric_inc(metrics_series1(m_cleared, d->d_cfg->replicas[v->d_rep].name));
+    map_del(d, v);
+}
+
+static void resolve(struct detect *d, struct div *v, const char *resolution)
+{
+    char kesc[128];
+
+    open_count(d, v->d_rep, v->d_kind, -1);
+    v->d_state = DIV_RESOLVED;
+    metric_inc(metrics_series2(m_resolved, d->d_cfg->replicas[v->d_rep].name, resolution));
+    log_notice("divergence resolved (%s): replica %s key \"%s\"", resolution,
+               d->d_cfg->replicas[v->d_rep].name,
+               log_escape(kesc, sizeof(kesc), v->d_key, v->d_keylen));
+    put_record(d, v, resolution, clock_wall_ms());
+    report(d, v, resolution);
+    map_del(d, v);
+}
+
+/* ------------------------------------------------------------ checking */
+
+struct batch {
+    const char *keys[BATCH_MAX];
+    size_t lens[BATCH_MAX];
+    uint64_t seen[BATCH_MAX]; /* watch: write time (mono µs), else 0 */
+    long slots[BATCH_MAX];    /* random: the sample's window slot, else -1 */
+    int n;
+};
+
+static long long replica_lag_ms(struct detect *d, int rep)
+{
+    struct lag_view v;
+    lag_get(d->d_o.lag, rep, &v);
+    return v.lag_seconds > 0 ? (long long)(v.lag_seconds * 1000) : 0;
+}
+
+/* The primary's replication offset now (after our reads), for native markers. */
+static long long fresh_primary_offset(struct detect *d)
+{
+    redisReply *r = rconn_command(d->d_p, "INFO replication");
+    long long off = -1;
+    if (r && r->type == REDIS_REPLY_STRING) {
+        struct info_repl ir;
+        info_repl_init(&ir);
+        info_parse(r->str, r->len, &ir);
+        off = ir.master_repl_offset;
+    }
+    if (r)
+        freeReplyObject(r);
+    return off;
+}
+
+static uint64_t fingerprint(const struct cmp_side *s, uint64_t deep)
+{
+    if (s->exists != 1)
+        return 0;
+    return s->digest ? s->digest : deep;
+}
+
+/*
+ * Outcome of one key on one replica, first look or re-check. Returns the
+ * kind (a divergence kind, CMP_EQUAL, CMP_GONE, CMP_SKIPPED or CMP_ERROR),
+ * with the digests and TTLs in *pd..*rt.
+ */
+static enum cmp_kind judge_one(struct detect *d, int rep, const char *key, size_t len,
+                               const struct cmp_side *ps, const struct cmp_side *rsd,
+                               uint64_t *pd, uint64_t *rd)
+{
+    const struct cfg_replica *rc = &d->d_cfg->replicas[rep];
+    struct cmp_opts o = {.ttl_tolerance_ms = d->d_cfg->ttl_tolerance,
+                         .lag_ms = replica_lag_ms(d, rep),
+                         .missing_is_divergence = rc->missing_is_divergence};
+    int deep = 0;
+    enum cmp_kind k = cmp_judge(ps, rsd, &o, &deep);
+    uint64_t dp = 0, dr = 0;
+
+    if (deep) {
+        const char *why = NULL;
+        k = cmp_deep(d->d_p, d->d_rs[rep].rs_conn, key, len, ps, rsd,
+                     d->d_cfg->max_value_bytes, &dp, &dr, &why);
+        if (k == CMP_SKIPPED)
+            metric_inc(metrics_series1(m_skipped, why && strstr(why, "type") ? "unsupported-type"
+                                                                            : "uncomparable"));
+        else if (k == CMP_EQUAL) {
+            /* The values are equal; the TTLs may still differ. */
+            struct cmp_side p2 = *ps, r2 = *rsd;
+            p2.dump = r2.dump = NULL;
+            p2.dumplen = r2.dumplen = 0;
+            p2.large = r2.large = 0;
+            p2.digest = r2.digest = 1;
+            k = cmp_judge(&p2, &r2, &o, &deep);
+        }
+    }
+    *pd = fingerprint(ps, dp);
+    *rd = rsd->exists == 1 ? (rsd->digest ? rsd->digest : dr) : 0;
+    return k;
+}
+
+/*
+ * What the replica must show before the suspect is re-checked: native, the
+ * primary's offset after our read; pubsub, a heartbeat written after it (two
+ * ahead, so an update published just after our look has passed too).
+ */
+static void set_marker(struct detect *d, struct div *v, long long *poff)
+{
+    if (d->d_cfg->replicas[v->d_rep].kind == REPLICA_NATIVE) {
+        if (*poff < 0)
+            *poff = fresh_primary_offset(d);
+        v->d_marker_offset = *poff;
+        v->d_primary_offset = *poff;
+    } else {
+        v->d_marker_seq = lag_written_seq(d->d_o.lag) + 2;
+        v->d_primary_offset = lag_primary_offset(d->d_o.lag);
+    }
+}
+
+/* Starts tracking a first-look mismatch as a suspect. */
+static void new_suspect(struct detect *d, int rep, const char *key, size_t len, uint64_t h,
+                        enum cmp_kind k, const struct cmp_side *ps, const struct cmp_side *rsd,
+                        uint64_t pd, uint64_t rd, enum mode m, uint64_t seen, long slot,
+                        long long *poff)
+{
+    struct div *v = map_add(d, rep, key, len, h);
+    struct rstate *rs = &d->d_rs[rep];
+    uint64_t now = clock_mono_us();
+
+    if (!v)
+        return;
+    v->d_state = DIV_SUSPECT;
+    v->d_kind = k;
+    v->d_first_ms = clock_wall_ms();
+    v->d_first_mono = now;
+    v->d_deadline_mono = now + (uint64_t)d->d_cfg->confirm_timeout * 1000u;
+    v->d_write_mono = seen;
+    v->d_pexists = ps->exists;
+    v->d_pdigest = pd;
+    v->d_rdigest = rd;
+    v->d_pttl = ps->pttl;
+    v->d_rttl = rsd->pttl;
+    v->d_found = m;
+    v->d_random_slot = slot;
+    set_marker(d, v, poff);
+    list_push(&d->d_suspects, v);
+    if (!rs->rs_suspected)
+        rs->rs_suspected = metrics_series1(m_suspected, d->d_cfg->replicas[rep].name);
+    metric_inc(rs->rs_suspected);
+}
+
+static void count_checked(struct detect *d, int rep, enum mode m)
+{
+    struct rstate *rs = &d->d_rs[rep];
+    if (!rs->rs_checked[m])
+        rs->rs_checked[m] = metrics_series2(m_checked, d->d_cfg->replicas[rep].name, mode_names[m]);
+    metric_inc(rs->rs_checked[m]);
+}
+
+/*
+ * Checks a batch of keys against every replica (or only `only_rep` when >= 0):
+ * one pipelined fetch on the primary, one per replica, then a judgement per
+ * key and replica. Returns -1 when the primary could not be read.
+ */
+static int check_batch(struct detect *d, const struct batch *b, enum mode m, int only_rep)
+{
+    struct cmp_side *ps = calloc((size_t)b->n, sizeof(*ps));
+    struct cmp_side *rsd = calloc((size_t)b->n, sizeof(*rsd));
+    long long poff = -1;
+    int rc = 0;
+
+    if (!ps || !rsd) {
+        free(ps);
+        free(rsd);
+        return -1;
+    }
+    budget_take(d, (double)b->n * CMDS_PER_KEY);
+    if (cmp_fetch(d->d_p, b->keys, b->lens, (size_t)b->n, d->d_cfg->max_value_bytes, ps) < 0) {
+        rc = -1;
+        pthread_mutex_lock(&d->d_pmu);
+        d->d_prog.errors++;
+        snprintf(d->d_prog.error, sizeof(d->d_prog.error), "%s", rconn_errstr(d->d_p));
+        pthread_mutex_unlock(&d->d_pmu);
+        goto out;
+    }
+    for (int rep = 0; rep < d->d_cfg->nreplicas; rep++) {
+        if (only_rep >= 0 && rep != only_rep)
+            continue;
+        if (cmp_fetch(d->d_rs[rep].rs_conn, b->keys, b->lens, (size_t)b->n,
+                      d->d_cfg->max_value_bytes, rsd) < 0) {
+            for (int i = 0; i < b->n; i++)
+                cmp_side_clear(&rsd[i]);
+            continue;
+        }
+        for (int i = 0; i < b->n; i++) {
+            uint64_t h = key_hash(rep, b->keys[i], b->lens[i]);
+            struct div *v = map_get(d, rep, b->keys[i], b->lens[i], h);
+            uint64_t pd, rd;
+            enum cmp_kind k;
+
+            if (ps[i].large || rsd[i].large)
+                metric_inc(metrics_series1(m_skipped, "large-sampled"));
+            k = judge_one(d, rep, b->keys[i], b->lens[i], &ps[i], &rsd[i], &pd, &rd);
+            if (k == CMP_ERROR || k == CMP_SKIPPED)
+                continue;
+            count_checked(d, rep, m);
+            if (cmp_is_divergence(k)) {
+                if (!v) {
+                    new_suspect(d, rep, b->keys[i], b->lens[i], h, k, &ps[i], &rsd[i], pd, rd,
+                                m, b->seen[i], b->slots[i], &poff);
+                } else if (v->d_state != DIV_SUSPECT) {
+                    v->d_rdigest = rd; /* still open; keep what it is now */
+                    v->d_rttl = rsd[i].pttl;
+                }
+            } else {
+                if (b->slots[i] >= 0)
+                    random_result(d, rep, b->slots[i], 0);
+                if (v && v->d_state == DIV_SUSPECT)
+                    clear_suspect(d, v);
+                else if (v && (v->d_state == DIV_CONFIRMED || v->d_state == DIV_REPAIRING))
+                    resolve(d, v, resolution_for(k, v));
+            }
+            cmp_side_clear(&rsd[i]);
+        }
+    }
+out:
+    for (int i = 0; i < b->n; i++) {
+        cmp_side_clear(&ps[i]);
+        cmp_side_clear(&rsd[i]);
+    }
+    free(ps);
+    free(rsd);
+    pthread_mutex_lock(&d->d_pmu);
+    d->d_prog.keys_checked += (uint64_t)b->n;
+    pthread_mutex_unlock(&d->d_pmu);
+    return rc;
+}
+
+/* Has replica rep caught up with the primary as of the suspect's first look? */
+static int caught_up(struct detect *d, const struct div *v)
+{
+    struct lag_view lv;
+    lag_get(d->d_o.lag, v->d_rep, &lv);
+    if (d->d_cfg->replicas[v->d_rep].kind == REPLICA_NATIVE)
+        return v->d_marker_offset >= 0 && lv.offset >= v->d_marker_offset;
+    return lv.shown_seq >= v->d_marker_seq;
+}
+
+/*
+ * Re-checks one suspect. Confirmed only if it still differs and the primary
+ * still holds what it held at the first look; if the primary changed, the
+ * suspect is dropped and the key re-sampled (queued as if just written).
+ */
+static void recheck(struct detect *d, struct div *v)
+{
+    struct cmp_side ps, rsd;
+    const char *key = v->d_key;
+    uint64_t pd, rd;
+    enum cmp_kind k;
+
+    memset(&ps, 0, sizeof(ps));
+    memset(&rsd, 0, sizeof(rsd));
+    budget_take(d, 2 * CMDS_PER_KEY);
+    if (cmp_fetch(d->d_p, &key, &v->d_keylen, 1, d->d_cfg->max_value_bytes, &ps) < 0 ||
+        cmp_fetch(d->d_rs[v->d_rep].rs_conn, &key, &v->d_keylen, 1, d->d_cfg->max_value_bytes,
+                  &rsd) < 0) {
+        /* A node did not answer: try again a little later, up to the deadline. */
+        v->d_next_check_mono = clock_mono_us() + 200000;
+        if (clock_mono_us() > v->d_deadline_mono + SETTLE_MARGIN_US)
+            clear_suspect(d, v);
+        cmp_side_clear(&ps);
+        cmp_side_clear(&rsd);
+        return;
+    }
+    k = judge_one(d, v->d_rep, v->d_key, v->d_keylen, &ps, &rsd, &pd, &rd);
+    cmp_side_clear(&ps);
+    cmp_side_clear(&rsd);
+    if (k == CMP_ERROR) {
+        v->d_next_check_mono = clock_mono_us() + 200000;
+        return;
+    }
+    count_checked(d, v->d_rep, M_RECHECK);
+    if (!cmp_is_divergence(k)) {
+        if (v->d_random_slot >= 0)
+            random_result(d, v->d_rep, v->d_random_slot, 0);
+        clear_suspect(d, v);
+        return;
+    }
+    if (ps.exists != v->d_pexists || pd != v->d_pdigest) {
+        /*
+         * The primary changed since the first look: not evidence. Re-sample:
+         * this look becomes the new first look. A key that changes at every
+         * look is given up after a few tries (the next cycle sees it again).
+         */
+        if (++v->d_resamples > MAX_RESAMPLES) {
+            clear_suspect(d, v);
+            return;
+        }
+        uint64_t now = clock_mono_us();
+        long long poff = -1;
+        v->d_kind = k;
+        v->d_pexists = ps.exists;
+        v->d_pdigest = pd;
+        v->d_rdigest = rd;
+        v->d_pttl = ps.pttl;
+        v->d_rttl = rsd.pttl;
+        v->d_first_mono = now;
+        v->d_deadline_mono = now + (uint64_t)d->d_cfg->confirm_timeout * 1000u;
+        set_marker(d, v, &poff);
+        return;
+    }
+    v->d_kind = k;
+    v->d_rdigest = rd;
+    v->d_rttl = rsd.pttl;
+    v->d_pttl = ps.pttl;
+    confirm(d, v);
+}
+
+/* ------------------------------------------------------------ random */
+
+/*
+ * Records a random sample's outcome in the replica's window and publishes
+ * the divergent share with its 95% Wilson score interval.
+ */
+static void random_result(struct detect *d, int rep, long slot, int divergent)
+{
+    struct rstate *rs = &d->d_rs[rep];
+    long n = (long)d->d_cfg->random_sample_window;
+    long i = slot % n;
+    const char *name = d->d_cfg->replicas[rep].name;
+
+    if (!rs->rs_win)
+        return;
+    if (slot >= rs->rs_win_pos) { /* a new sample */
+        rs->rs_win_pos = slot + 1;
+        if (rs->rs_win_n < n)
+            rs->rs_win_n++;
+        else
+            rs->rs_win_div -= rs->rs_win[i];
+        rs->rs_win[i] = 0;
+    }
+    rs->rs_win_div += (divergent ? 1 : 0) - rs->rs_win[i];
+    rs->rs_win[i] = divergent ? 1 : 0;
+
+    double nn = (double)rs->rs_win_n, p = nn > 0 ? (double)rs->rs_win_div / nn : 0;
+    double z = 1.959964, z2 = z * z;
+    double denom = 1 + z2 / nn;
+    double centre = (p + z2 / (2 * nn)) / denom;
+    double half = z * sqrt(p * (1 - p) / nn + z2 / (4 * nn * nn)) / denom;
+    double lo = centre - half < 0 ? 0 : centre - half;
+    double hi = centre + half > 1 ? 1 : centre + half;
+    metric_set(metrics_series2(m_ratio, name, "estimate"), p);
+    metric_set(metrics_series2(m_ratio, name, "lower"), lo);
+    metric_set(metrics_series2(m_ratio, name, "upper"), hi);
+}
+
+/* ------------------------------------------------------------ sampling */
+
+static int excluded(struct detect *d, const char *k, size_t len)
+{
+    const char *ex = d->d_cfg->exclude_pattern;
+    if (lag_is_heartbeat_key(k, len))
+        return 1;
+    return ex && *ex && detect_glob_match(ex, strlen(ex), k, len);
+}
+
+static void batch_add(struct batch *b, const char *k, size_t len, uint64_t seen, long slot)
+{
+    b->keys[b->n] = k;
+    b->lens[b->n] = len;
+    b->seen[b->n] = seen;
+    b->slots[b->n] = slot;
+    b->n++;
+}
+
+/* Starts a scan cycle: DBSIZE for the progress ratio. */
+static void cycle_start(struct detect *d)
+{
+    redisReply *r = rconn_command(d->d_p, "DBSIZE");
+    d->d_cycle_start_us = clock_mono_us();
+    d->d_cycle_keys = 0;
+    pthread_mutex_lock(&d->d_pmu);
+    d->d_prog.keys_in_db = r && r->type == REDIS_REPLY_INTEGER ? (uint64_t)r->integer : 0;
+    d->d_prog.scan_progress = 0;
+    pthread_mutex_unlock(&d->d_pmu);
+    if (r)
+        freeReplyObject(r);
+}
+
+static void cycle_end(struct detect *d)
+{
+    double took = (double)(clock_mono_us() - d->d_cycle_start_us) / 1e6;
+    metric_inc(metrics_series0(m_cycles));
+    metric_set(metrics_series0(m_cycle_dur), took);
+    if (d->d_o.store) {
+        struct store_cycle c = {.mode = "scan",
+                                .started = (int64_t)(clock_wall_ms() - (uint64_t)(took * 1000)),
+                                .finished = (int64_t)clock_wall_ms(),
+                                .keys_checked = (int64_t)d->d_cycle_keys};
+        store_put_cycle(d->d_o.store, &c);
+    }
+    pthread_mutex_lock(&d->d_pmu);
+    d->d_prog.cycles++;
+    d->d_prog.scan_progress = 1;
+    pthread_mutex_unlock(&d->d_pmu);
+    log_debug("scan cycle done: %llu keys in %.1f s", (unsigned long long)d->d_cycle_keys, took);
+}
+
+/*
+ * One SCAN call on node c from *cursor; checks the keys it returns (for a
+ * replica: only those the primary lacks, against that replica). Returns 1
+ * when the cycle ended (cursor back to 0), 0 otherwise, -1 on error.
+ */
+static int scan_step(struct detect *d, struct rconn *c, unsigned long long *cursor, int rep)
+{
+    char cur[32], count[32];
+    const char *pat = d->d_cfg->key_pattern && *d->d_cfg->key_pattern ? d->d_cfg->key_pattern
+                                                                       : "*";
+    struct batch b;
+    redisReply *r;
+    int ended;
+
+    snprintf(cur, sizeof(cur), "%llu", *cursor);
+    snprintf(count, sizeof(count), "%lld", d->d_cfg->scan_count);
+    budget_take(d, 1);
+    r = rconn_command(c, "SCAN %s MATCH %s COUNT %s", cur, pat, count);
+    if (!r)
+        return -1;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(r);
+        return -1;
+    }
+    *cursor = strtoull(r->element[0]->str, NULL, 10);
+    ended = *cursor == 0;
+    redisReply *keys = r->element[1];
+    b.n = 0;
+    for (size_t i = 0; i < keys->elements; i++) {
+        redisReply *k = keys->element[i];
+        if (k->type != REDIS_REPLY_STRING || excluded(d, k->str, k->len))
+            continue;
+        batch_add(&b, k->str, k->len, 0, -1);
+        if (b.n == d->d_batch || b.n == BATCH_MAX || i + 1 == keys->elements) {
+            uint64_t t0 = clock_mono_us();
+            if (rep < 0) {
+                check_batch(d, &b, M_SCAN, -1);
+                d->d_cycle_keys += (uint64_t)b.n;
+            } else {
+                check_batch(d, &b, M_REPLICA_SCAN, rep);
+            }
+            adapt_batch(d, clock_mono_us() - t0);
+            b.n = 0;
+        }
+    }
+    if (b.n) {
+        if (rep < 0) {
+            check_batch(d, &b, M_SCAN, -1);
+            d->d_cycle_keys += (uint64_t)b.n;
+        } else {
+            check_batch(d, &b, M_REPLICA_SCAN, rep);
+        }
+    }
+    freeReplyObject(r);
+    return ended;
+}
+
+/* Draws n RANDOMKEY samples from the primary and checks them on every replica. */
+static void random_step(struct detect *d, int n)
+{
+    static long sample_no;
+    redisReply *rr[BATCH_MAX];
+    struct batch b;
+    int got = 0;
+
+    if (n > BATCH_MAX)
+        n = BATCH_MAX;
+    budget_take(d, n);
+    for (int i = 0; i < n; i++)
+        if (rconn_append(d->d_p, "RANDOMKEY") < 0)
+            return;
+    for (int i = 0; i < n; i++) {
+        rr[i] = rconn_reply(d->d_p);
+        if (!rr[i])
+            break;
+        got++;
+    }
+    b.n = 0;
+    for (int i = 0; i < got; i++) {
+        if (rr[i]->type == REDIS_REPLY_STRING && !excluded(d, rr[i]->str, rr[i]->len))
+            batch_add(&b, rr[i]->str, rr[i]->len, 0, sample_no++);
+    }
+    if (b.n)
+        check_batch(d, &b, M_RANDOM, -1);
+    for (int i = 0; i < got; i++)
+        freeReplyObject(rr[i]);
+}
+
+/* ------------------------------------------------------------ watch */
+
+static void wq_push(struct detect *d, const char *k, size_t len, uint64_t seen)
+{
+    pthread_mutex_lock(&d->d_wmu);
+    if (d->d_wq_len >= WATCH_MAX) {
+        d->d_wq_dropped++;
+        pthread_mutex_unlock(&d->d_wmu);
+        metric_inc(metrics_series0(m_watch_drop));
+        return;
+    }
+    struct wentry *e = &d->d_wq[(d->d_wq_head + d->d_wq_len) % WATCH_MAX];
+    e->key = malloc(len ? len : 1);
+    if (e->key) {
+        memcpy(e->key, k, len);
+        e->len = len;
+        e->seen_us = seen;
+        d->d_wq_len++;
+    }
+    pthread_mutex_unlock(&d->d_wmu);
+}
+
+/*
+ * Enables keyspace notifications for every write (flags K/E and A) unless
+ * already on; returns 0 when they are (or were made) on.
+ */
+static int enable_notifications(struct rconn *c)
+{
+    redisReply *r = rconn_command(c, "CONFIG GET notify-keyspace-events");
+    char flags[64] = "";
+    int ok = 0;
+
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[1]->type == REDIS_REPLY_STRING)
+        snprintf(flags, sizeof(flags), "%s", r->element[1]->str);
+    else if (r && r->type == REDIS_REPLY_ERROR)
+        log_warnx("watch: CONFIG GET refused (%s); enable notify-keyspace-events \"EA\" on the "
+                  "primary for watch mode",
+                  r->str);
+    if (r)
+        freeReplyObject(r);
+    if (!r)
+        return -1;
+    int has_e = strchr(flags, 'E') != NULL;
+    int has_a = strchr(flags, 'A') != NULL ||
+                (strchr(flags, 'g') && strchr(flags, '$') && strchr(flags, 'l') &&
+                 strchr(flags, 's') && strchr(flags, 'h') && strchr(flags, 'z') &&
+                 strchr(flags, 'x') && strchr(flags, 't'));
+    if (has_e && has_a)
+        return 0;
+    char want[80];
+    snprintf(want, sizeof(want), "%s%s%s", flags, has_e ? "" : "E", has_a ? "" : "A");
+    r = rconn_command(c, "CONFIG SET notify-keyspace-events %s", want);
+    if (r && r->type == REDIS_REPLY_STATUS) {
+        log_notice("watch: enabled keyspace notifications on the primary "
+                   "(notify-keyspace-events \"%s\")",
+                   want);
+        ok = 1;
+    } else {
+        log_warnx("watch: cannot enable keyspace notifications (%s); set notify-keyspace-events "
+                  "\"%s\" on the primary, or drop 'watch' from sample-modes",
+                  r && r->type == REDIS_REPLY_ERROR ? r->str : "no answer", want);
+    }
+    if (r)
+        freeReplyObject(r);
+    return ok ? 0 : -1;
+}
+
+/* The watch thread: queues every key the primary reports written. */
+static void *watch_main(void *arg)
+{
+    struct detect *d = arg;
+    const struct config *cfg = d->d_cfg;
+    struct rconn_opts o = {.user = cfg->redis_user,
+                           .password = cfg->redis_password,
+                           .db = 0,
+                           .connect_timeout_ms = cfg->connect_timeout,
+                           .command_timeout_ms = cfg->command_timeout,
+                           .backoff_max_ms = 2000};
+    struct rconn *c = rconn_new(&cfg->primary, &o, d->d_o.primary);
+    int subscribed = 0;
+    uint64_t lost_at = 0;
+    char pattern[64];
+
+    snprintf(pattern, sizeof(pattern), "__keyevent@%d__:*", d->d_o.db);
+    while (!d->d_stop && c) {
+        if (!subscribed) {
+            if (rconn_ensure(c) < 0) {
+                usleep(100000);
+                continue;
+            }
+            int on = enable_notifications(c) == 0;
+            metric_set(metrics_series0(m_watch_on), on);
+            pthread_mutex_lock(&d->d_pmu);
+            d->d_prog.watch_enabled = on;
+            pthread_mutex_unlock(&d->d_pmu);
+            if (!on) {
+                rconn_close(c);
+                for (int i = 0; i < 50 && !d->d_stop; i++)
+                    usleep(100000);
+                continue;
+            }
+            if (rconn_append(c, "PSUBSCRIBE %s", pattern) < 0)
+                continue;
+            subscribed = 1;
+            if (lost_at) {
+                log_warnx("watch: notifications were down for %.3f s; writes in that window are "
+                          "left to the scan",
+                          (double)(clock_mono_us() - lost_at) / 1e6);
+                if (d->d_o.store)
+                    store_put_event(d->d_o.store, (int64_t)clock_wall_ms(), "watch-gap",
+                                    "primary", "keyspace notifications were interrupted");
+                lost_at = 0;
+            }
+        }
+        redisReply *r = NULL;
+        int rc = rconn_poll_reply(c, 100, &r);
+        if (rc < 0) {
+            subscribed = 0;
+            lost_at = clock_mono_us();
+            metric_set(metrics_series0(m_watch_on), 0);
+            metric_inc(metrics_series0(m_watch_gaps));
+            continue;
+        }
+        if (rc == 0)
+            continue;
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 4 &&
+            r->element[0]->type == REDIS_REPLY_STRING && !strcmp(r->element[0]->str, "pmessage") &&
+            r->element[3]->type == REDIS_REPLY_STRING) {
+            redisReply *k = r->element[3];
+            if (!excluded(d, k->str, k->len))
+                wq_push(d, k->str, k->len, clock_mono_us());
+        }
+        freeReplyObject(r);
+    }
+    rconn_free(c);
+    return NULL;
+}
+
+/* Longest current lag over the replicas, for the watch delay. */
+static uint64_t max_lag_us(struct detect *d)
+{
+    long long m = 0;
+    for (int i = 0; i < d->d_cfg->nreplicas; i++) {
+        long long l = replica_lag_ms(d, i);
+        if (l > m)
+            m = l;
+    }
+    if (m > d->d_cfg->confirm_timeout)
+        m = d->d_cfg->confirm_timeout;
+    return (uint64_t)m * 1000u;
+}
+
+/* Verifies the written keys whose replicas should have them by now. */
+static int watch_step(struct detect *d)
+{
+    uint64_t due_before = clock_mono_us() - max_lag_us(d) -
+                          (uint64_t)d->d_cfg->watch_grace * 1000u;
+    struct wentry es[BATCH_MAX];
+    struct batch b;
+    int n = 0;
+
+    pthread_mutex_lock(&d->d_wmu);
+    while (d->d_wq_len && n < d->d_batch && n < BATCH_MAX) {
+        struct wentry *e = &d->d_wq[d->d_wq_head];
+        if (e->seen_us > due_before)
+            break;
+        es[n++] = *e;
+        d->d_wq_head = (d->d_wq_head + 1) % WATCH_MAX;
+        d->d_wq_len--;
+    }
+    size_t left = d->d_wq_len;
+    pthread_mutex_unlock(&d->d_wmu);
+    metric_set(metrics_series0(m_watch_q), (double)left);
+    if (!n)
+        return 0;
+    /* A key written many times in a row is checked once. */
+    b.n = 0;
+    for (int i = 0; i < n; i++) {
+        int dup = 0;
+        for (int j = 0; j < b.n && !dup; j++)
+            dup = b.lens[j] == es[i].len && !memcmp(b.keys[j], es[i].key, es[i].len);
+        if (!dup)
+            batch_add(&b, es[i].key, es[i].len, es[i].seen_us, -1);
+    }
+    uint64_t t0 = clock_mono_us();
+    check_batch(d, &b, M_WATCH, -1);
+    adapt_batch(d, clock_mono_us() - t0);
+    for (int i = 0; i < n; i++)
+        free(es[i].key);
+    return n;
+}
+
+/* ------------------------------------------------------------ the engine */
+
+static int recheck_step(struct detect *d)
+{
+    uint64_t now = clock_mono_us();
+    int done = 0;
+    struct div *v = d->d_suspects, *next;
+
+    for (; v && !d->d_stop; v = next) {
+        next = v->d_lnext;
+        if (v->d_next_check_mono > now)
+            continue;
+        if (caught_up(d, v) || now >= v->d_deadline_mono) {
+            recheck(d, v);
+            done++;
+        }
+    }
+    return done;
+}
+
+/* Re-verifies open divergences every couple of seconds, to see them resolve. */
+static void reverify_step(struct detect *d)
+{
+    uint64_t now = clock_mono_us();
+    struct batch b;
+    struct div *v;
+
+    if (now < d->d_next_reverify)
+        return;
+    d->d_next_reverify = now + REVERIFY_US;
+    for (int rep = 0; rep < d->d_cfg->nreplicas; rep++) {
+        b.n = 0;
+        for (v = d->d_open; v; v = v->d_lnext) {
+            if (v->d_rep != rep || v->d_next_check_mono > now)
+                continue;
+            v->d_next_check_mono = now + REVERIFY_US;
+            batch_add(&b, v->d_key, v->d_keylen, 0, -1);
+            if (b.n == BATCH_MAX)
+                break;
+        }
+        /* check_batch may free entries of the list: keys are copied first. */
+        struct batch copy;
+        copy.n = 0;
+        for (int i = 0; i < b.n; i++) {
+            char *k = malloc(b.lens[i] ? b.lens[i] : 1);
+            if (!k)
+                continue;
+            memcpy(k, b.keys[i], b.lens[i]);
+            batch_add(&copy, k, b.lens[i], 0, -1);
+        }
+        if (copy.n)
+            check_batch(d, &copy, M_RECHECK, rep);
+        for (int i = 0; i < copy.n; i++)
+            free((char *)copy.keys[i]);
+    }
+}
+
+static int any_replica_lagging(struct detect *d)
+{
+    for (int i = 0; i < d->d_cfg->nreplicas; i++) {
+        struct lag_view v;
+        lag_get(d->d_o.lag, i, &v);
+        if (v.status == STATUS_LAGGING || v.status == STATUS_STALLED)
+            return 1;
+    }
+    return 0;
+}
+
+static void publish_progress(struct detect *d)
+{
+    size_t suspects = 0, open = 0;
+    for (struct div *v = d->d_suspects; v; v = v->d_lnext)
+        suspects++;
+    for (struct div *v = d->d_open; v; v = v->d_lnext)
+        open++;
+    pthread_mutex_lock(&d->d_pmu);
+    d->d_prog.suspects = suspects;
+    d->d_prog.open = open;
+    if (d->d_prog.keys_in_db && d->d_prog.scan_progress < 1) {
+        double p = (double)d->d_cycle_keys / (double)d->d_prog.keys_in_db;
+        d->d_prog.scan_progress = p > 0.99 ? 0.99 : p;
+    }
+    double prog = d->d_prog.scan_progress;
+    pthread_mutex_unlock(&d->d_pmu);
+    metric_set(metrics_series0(m_progress), prog);
+}
+
+static void *engine_main(void *arg)
+{
+    struct detect *d = arg;
+    const struct config *cfg = d->d_cfg;
+    int modes = d->d_o.one_pass ? (MODE_SCAN | MODE_REPLICA_SCAN) : cfg->modes;
+    int scan_done = !(modes & MODE_SCAN), rscan_done = !(modes & MODE_REPLICA_SCAN);
+    int rscan_rep = 0;
+    int errors_in_row = 0;
+
+    if (modes & MODE_SCAN)
+        cycle_start(d);
+    while (!d->d_stop) {
+        int busy = 0;
+
+        busy += recheck_step(d);
+        if (!d->d_o.one_pass) {
+            reverify_step(d);
+            if (modes & MODE_WATCH)
+                busy += watch_step(d);
+        }
+        if (!d->d_o.one_pass && any_replica_lagging(d)) {
+            /* Sampling would only find lag; wait for the replicas. */
+            publish_progress(d);
+            usleep(100000);
+            continue;
+        }
+        if ((modes & MODE_SCAN) && !scan_done) {
+            int rc = scan_step(d, d->d_p, &d->d_cursor, -1);
+            busy++;
+            if (rc == 1) {
+                cycle_end(d);
+                if (d->d_o.one_pass)
+                    scan_done = 1;
+                else
+                    cycle_start(d);
+                errors_in_row = 0;
+            } else if (rc < 0) {
+                if (d->d_o.one_pass && ++errors_in_row >= 3) {
+                    pthread_mutex_lock(&d->d_pmu);
+                    d->d_prog.errors++;
+                    snprintf(d->d_prog.error, sizeof(d->d_prog.error), "%s",
+                             rconn_errstr(d->d_p));
+                    pthread_mutex_unlock(&d->d_pmu);
+                    break;
+                }
+                usleep(100000);
+            } else {
+                errors_in_row = 0;
+            }
+        }
+        if ((modes & MODE_REPLICA_SCAN) && !rscan_done && cfg->nreplicas > 0) {
+            struct rstate *rs = &d->d_rs[rscan_rep];
+            int rc = scan_step(d, rs->rs_conn, &rs->rs_cursor, rscan_rep);
+            busy++;
+            if (rc == 1) {
+                rs->rs_cycle_done = 1;
+                if (d->d_o.one_pass) {
+                    rscan_done = 1;
+                    for (int i = 0; i < cfg->nreplicas; i++)
+                        rscan_done &= d->d_rs[i].rs_cycle_done;
+                }
+            }
+            rscan_rep = (rscan_rep + 1) % cfg->nreplicas;
+            if (d->d_o.one_pass)
+                while (d->d_rs[rscan_rep].rs_cycle_done && !rscan_done)
+                    rscan_rep = (rscan_rep + 1) % cfg->nreplicas;
+        }
+        if ((modes & MODE_RANDOM) && !d->d_o.one_pass) {
+            random_step(d, d->d_batch / 4 + 1);
+            busy++;
+        }
+        publish_progress(d);
+        if (d->d_o.one_pass && scan_done && rscan_done && !d->d_suspects)
+            break;
+        if (!busy)
+            usleep(10000);
+    }
+    pthread_mutex_lock(&d->d_pmu);
+    d->d_done = 1;
+    pthread_cond_broadcast(&d->d_done_cv);
+    pthread_mutex_unlock(&d->d_pmu);
+    return NULL;
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+static struct rconn *node_conn(const struct config *cfg, const struct cfg_addr *a,
+                               struct rnode *n, int db)
+{
+    struct rconn_opts o = {.user = cfg->redis_user,
+                           .password = cfg->redis_password,
+                           .db = db,
+                           .connect_timeout_ms = cfg->connect_timeout,
+                           .command_timeout_ms = cfg->command_timeout,
+                           .backoff_max_ms = 2000};
+    return rconn_new(a, &o, n);
+}
+
+struct detect *detect_start(const struct detect_opts *o)
+{
+    struct detect *d = calloc(1, sizeof(*d));
+    const struct config *cfg = o->cfg;
+    int nrep = cfg->nreplicas;
+
+    if (!d)
+        return NULL;
+    detect_metrics_init();
+    d->d_o = *o;
+    d->d_cfg = cfg;
+    d->d_batch = 16;
+    d->d_map = calloc(MAP_BUCKETS, sizeof(*d->d_map));
+    d->d_rs = calloc((size_t)(nrep ? nrep : 1), sizeof(*d->d_rs));
+    d->d_nb = nrep + 1;
+    d->d_buckets = calloc((size_t)d->d_nb, sizeof(*d->d_buckets));
+    d->d_wq = calloc(WATCH_MAX, sizeof(*d->d_wq));
+    d->d_p = node_conn(cfg, &cfg->primary, o->primary, o->db);
+    if (!d->d_map || !d->d_rs || !d->d_buckets || !d->d_wq || !d->d_p)
+        goto fail;
+    for (int i = 0; i < nrep; i++) {
+        d->d_rs[i].rs_conn = node_conn(cfg, &cfg->replicas[i].addr, &o->replicas[i], o->db);
+        if (!d->d_rs[i].rs_conn)
+            goto fail;
+        if (cfg->modes & MODE_RANDOM) {
+            d->d_rs[i].rs_win = calloc((size_t)cfg->random_sample_window, 1);
+            if (!d->d_rs[i].rs_win)
+                goto fail;
+        }
+    }
+    for (int i = 0; i < d->d_nb; i++) {
+        d->d_buckets[i].b_node = i == 0 ? o->primary : &o->replicas[i - 1];
+        d->d_buckets[i].b_last_us = clock_mono_us();
+        d->d_buckets[i].b_last_cmds = atomic_load(&d->d_buckets[i].b_node->rn_commands);
+        d->d_buckets[i].b_tokens = (double)cfg->max_commands_per_sec * 0.2;
+    }
+    pthread_mutex_init(&d->d_wmu, NULL);
+    pthread_mutex_init(&d->d_pmu, NULL);
+    pthread_cond_init(&d->d_done_cv, NULL);
+    if ((cfg->modes & MODE_WATCH) && !o->one_pass) {
+        if (pthread_create(&d->d_wthr, NULL, watch_main, d) == 0)
+            d->d_wthr_started = 1;
+    }
+    if (pthread_create(&d->d_thr, NULL, engine_main, d) != 0) {
+        d->d_stop = 1;
+        if (d->d_wthr_started)
+            pthread_join(d->d_wthr, NULL);
+        goto fail;
+    }
+    return d;
+fail:
+    log_errorx("detect: cannot start the detection engine (out of memory)");
+    if (d->d_rs)
+        for (int i = 0; i < nrep; i++) {
+            rconn_free(d->d_rs[i].rs_conn);
+            free(d->d_rs[i].rs_win);
+        }
+    rconn_free(d->d_p);
+    free(d->d_wq);
+    free(d->d_buckets);
+    free(d->d_rs);
+    free(d->d_map);
+    free(d);
+    return NULL;
+}
+
+int detect_wait(struct detect *d)
+{
+    pthread_mutex_lock(&d->d_pmu);
+    while (!d->d_done)
+        pthread_cond_wait(&d->d_done_cv, &d->d_pmu);
+    int errors = d->d_prog.errors;
+    pthread_mutex_unlock(&d->d_pmu);
+    return errors ? -1 : 0;
+}
+
+int detect_done(struct detect *d)
+{
+    pthread_mutex_lock(&d->d_pmu);
+    int done = d->d_done;
+    pthread_mutex_unlock(&d->d_pmu);
+    return done;
+}
+
+void detect_stop(struct detect *d)
+{
+    if (!d)
+        return;
+    d->d_stop = 1;
+    pthread_join(d->d_thr, NULL);
+    if (d->d_wthr_started)
+        pthread_join(d->d_wthr, NULL);
+    for (size_t i = 0; i < MAP_BUCKETS; i++) {
+        struct div *v = d->d_map[i], *next;
+        for (; v; v = next) {
+            next = v->d_next;
+            free(v->d_key);
+            free(v);
+        }
+    }
+    for (size_t i = 0; i < d->d_wq_len; i++)
+        free(d->d_wq[(d->d_wq_head + i) % WATCH_MAX].key);
+    for (int i = 0; i < d->d_cfg->nreplicas; i++) {
+        rconn_free(d->d_rs[i].rs_conn);
+        free(d->d_rs[i].rs_win);
+    }
+    rconn_free(d->d_p);
+    pthread_mutex_destroy(&d->d_wmu);
+    pthread_mutex_destroy(&d->d_pmu);
+    pthread_cond_destroy(&d->d_done_cv);
+    free(d->d_wq);
+    free(d->d_buckets);
+    free(d->d_rs);
+    free(d->d_map);
+    free(d);
+}
+
+void detect_progress(struct detect *d, struct detect_progress *p)
+{
+    pthread_mutex_lock(&d->d_pmu);
+    *p = d->d_prog;
+    pthread_mutex_unlock(&d->d_pmu);
+}

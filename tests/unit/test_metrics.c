@@ -217,6 +217,37 @@ TEST(metrics_collector)
     free(s);
 }
 
+TEST(metrics_process)
+{
+    metrics_shutdown();
+    metrics_register_process();
+    metrics_register_process();
+    char *s = render();
+    static const char *const names[] = {
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        char type[128];
+        snprintf(type, sizeof(type), "# TYPE %s %s", names[i],
+                 strstr(names[i], "_total") ? "counter" : "gauge");
+        CHECK_LINE(s, type);
+    }
+    const char *p = strstr(s, "\nprocess_resident_memory_bytes ");
+    CHECK(p && strtod(p + 31, NULL) > 1e5);
+    p = strstr(s, "\nprocess_open_fds ");
+    CHECK(p && strtod(p + 18, NULL) >= 3);
+    p = strstr(s, "\nprocess_start_time_seconds ");
+    double start = p ? strtod(p + 28, NULL) : 0;
+    CHECK(start > 1.5e9 && start <= (double)time(NULL) + 1);
+    free(s);
+    metrics_shutdown();
+}
+
 struct hammer {
     struct metric *c, *g, *h;
     struct metric_family *f;
@@ -270,7 +301,7 @@ TEST(metrics_concurrent_updates)
 }
 
 /*
- * A registry with every type and awkward label values;
+ * A registry with every type, awkward label values and the process metrics;
  * shared by the grammar test and the promtool test.
  */
 static void sample_registry(void)
@@ -294,6 +325,7 @@ static void sample_registry(void)
     for (int i = 0; i < 50; i++)
         metric_observe(metrics_series0(h), i * 0.37);
     metrics_family("keydrift_scan_cycles_total", "Scan cycles.", METRIC_COUNTER, 0, NULL);
+    metrics_register_process();
 }
 
 /* Every line of a rendering is a HELP, a TYPE or a sample line. */

@@ -146,9 +146,16 @@ static int name_is(const char *s, size_t n, const char *key)
     return same && key[k] == '\0';
 }
 
+/*
+ * Walks every pair so that a malformed escape anywhere makes the whole query
+ * malformed, remembers the first pair named key, and only then decodes its
+ * value: on -1 and 0, out is "" and *outlen is 0.
+ */
 int http_query_get(const char *query, const char *key, char *out, size_t outsz, size_t *outlen)
 {
-    int found = 0;
+    const char *val = NULL;
+    size_t val_len = 0;
+    long long dec_len = 0;
 
     if (outlen)
         *outlen = 0;
@@ -171,23 +178,27 @@ int http_query_get(const char *query, const char *key, char *out, size_t outsz, 
             long long dlen = form_decode(v, vlen, NULL, 0);
             if (same < 0 || dlen < 0)
                 return -1;
-            if (same && !found) {
-                found = 1;
-                if (out || outsz) {
-                    if (!out || (size_t)dlen >= outsz)
-                        return -1; /* no room for the value and its NUL */
-                    form_decode(v, vlen, out, outsz);
-                    out[dlen] = '\0';
-                    if (outlen)
-                        *outlen = (size_t)dlen;
-                }
+            if (same && !val) {
+                val = v;
+                val_len = vlen;
+                dec_len = dlen;
             }
         }
         if (!amp)
             break;
         p = amp + 1;
     }
-    return found;
+    if (!val)
+        return 0;
+    if (!out && !outsz)
+        return 1; /* presence check only */
+    if (!out || (size_t)dec_len >= outsz)
+        return -1; /* no room for the value and its NUL */
+    form_decode(val, val_len, out, outsz);
+    out[dec_len] = '\0';
+    if (outlen)
+        *outlen = (size_t)dec_len;
+    return 1;
 }
 
 /*

@@ -88,6 +88,9 @@ void http_reply_owned(struct http_response *r, int status, const char *content_t
  * ("a=1&b=x%20y"), percent- and '+'-decodes its value into out (outsz bytes,
  * NUL-terminated, binary-safe length in *outlen when not NULL). Returns 1 if
  * found, 0 if absent, -1 if the query or the value is malformed or too long.
+ * A bad escape in any pair makes the whole query malformed; the first pair
+ * named key wins; a pair without '=' has the value "". Unless 1 is returned,
+ * out is "" and *outlen 0. With out NULL and outsz 0 it only tests presence.
  */
 int http_query_get(const char *query, const char *key, char *out, size_t outsz, size_t *outlen);
 

@@ -7,10 +7,14 @@
 #include "metrics.h"
 #include "unit.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <dirent.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 /* ---------------------------------------------------------------------------
@@ -75,6 +79,8 @@ TEST(http_query_malformed_and_too_long)
     CHECK(len == 3);
     CHECK(http_query_get("k=abcd", "k", out, sizeof(out), &len) == -1);
     CHECK(http_query_get("k=%41%42%43%44", "k", out, sizeof(out), NULL) == -1);
+    CHECK(http_query_get("k=ab&x=%", "k", out, sizeof(out), &len) == -1);
+    CHECK(out[0] == '\0' && len == 0); /* nothing left behind on -1 */
     CHECK(http_query_get("k=1", "k", out, 0, NULL) == -1);
     CHECK(http_query_get("k=1", NULL, out, sizeof(out), NULL) == -1);
 }
@@ -484,6 +490,62 @@ TEST(http_server_listen_errors)
         fprintf(stderr, "  (no IPv6 loopback: %s)\n", err);
     }
     http_free(b);
+}
+
+/* A raw TCP connection to 127.0.0.1:port, or -1. */
+static int tcp_connect(int port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+/* Milliseconds until the server closes fd (read returns 0 or an error), or -1 after max_ms. */
+static long long ms_until_closed(int fd, int max_ms)
+{
+    uint64_t t0 = clock_mono_us();
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    char b[256];
+    while (poll(&pfd, 1, max_ms) > 0) {
+        if (read(fd, b, sizeof(b)) <= 0)
+            return (long long)((clock_mono_us() - t0) / 1000);
+    }
+    return -1;
+}
+
+/* An idle connection is closed after the timeout; a third one from one IP at once. */
+TEST(http_server_timeout_and_per_ip_limit)
+{
+    struct http_opts o = {.listen = "127.0.0.1:0",
+                          .max_connections = 16,
+                          .per_ip_connections = 2,
+                          .timeout_ms = 1000,
+                          .max_body = TEST_MAX_BODY};
+    char err[256];
+    struct http_server *s = http_new(&o);
+    http_add_metrics_routes(s);
+    CHECK(http_start(s, err, sizeof(err)) == 0);
+    int port = http_port(s);
+
+    int a = tcp_connect(port), b = tcp_connect(port);
+    CHECK(a >= 0 && b >= 0);
+    clock_sleep_ms(100, NULL); /* let the server accept both */
+    int c = tcp_connect(port);
+    CHECK(c >= 0);
+    long long ms = ms_until_closed(c, 2000);
+    CHECK(ms >= 0 && ms < 500); /* over the per-IP limit: dropped at once */
+    ms = ms_until_closed(a, 4000);
+    CHECK(ms >= 500 && ms < 3500); /* idle: closed after about a second */
+    close(a);
+    close(b);
+    if (c >= 0)
+        close(c);
+    http_free(s);
 }
 
 TEST(http_reply_helpers)

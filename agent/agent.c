@@ -9,6 +9,7 @@
 #include "agent.h"
 #include "clock.h"
 #include "cmds.h"
+#include "detect.h"
 #include "http.h"
 #include "lag.h"
 #include "log.h"
@@ -103,6 +104,7 @@ static void register_metrics(struct agent *a)
                                "Configuration reloads (SIGHUP) that were applied.",
                                METRIC_COUNTER, 0, NULL);
     lag_metrics_init();
+    detect_metrics_init();
     metrics_register_process();
     metrics_add_collector(agent_collect, a);
 }
@@ -197,6 +199,17 @@ static void h_status(const struct http_request *req, struct http_response *resp,
         (json_int_t)(a->a_lag ? lag_primary_offset(a->a_lag) : -1), "replicas", replicas,
         "channel", a->a_cfg.channel, "message_format",
         cfg_format_name(a->a_cfg.message_format));
+    if (a->a_detect) {
+        struct detect_progress p;
+        detect_progress(a->a_detect, &p);
+        json_object_set_new(
+            j, "detection",
+            json_pack("{s:I,s:f,s:I,s:I,s:I,s:I,s:b}", "scan_cycles", (json_int_t)p.cycles,
+                      "scan_progress", p.scan_progress, "keys_checked",
+                      (json_int_t)p.keys_checked, "keys_in_db", (json_int_t)p.keys_in_db,
+                      "suspects", (json_int_t)p.suspects, "open_divergences",
+                      (json_int_t)p.open, "watch_enabled", p.watch_enabled));
+    }
     pthread_rwlock_unlock(&a->a_lock);
     reply_json(resp, 200, j);
 }
@@ -278,10 +291,21 @@ static void start_workers(struct agent *a)
     a->a_lag = lag_start(&a->a_cfg, &a->a_primary, a->a_replicas, a->a_store);
     if (!a->a_lag)
         fatalx("cannot start the lag monitor");
+    if (a->a_cfg.modes && a->a_cfg.nreplicas > 0) {
+        struct detect_opts o = {.cfg = &a->a_cfg,
+                                .primary = &a->a_primary,
+                                .replicas = a->a_replicas,
+                                .lag = a->a_lag,
+                                .store = a->a_store,
+                                .db = a->a_cfg.dbs[0]};
+        a->a_detect = detect_start(&o);
+    }
 }
 
 static void stop_workers(struct agent *a)
 {
+    detect_stop(a->a_detect);
+    a->a_detect = NULL;
     lag_stop(a->a_lag);
     a->a_lag = NULL;
 }
@@ -337,6 +361,7 @@ static void reload(struct agent *a, const char *path, int argc, char **argv)
     pthread_rwlock_wrlock(&a->a_lock);
     stop_workers(a);
     lag_metrics_reset();
+    detect_metrics_reset();
     metrics_family_reset(m_node_up);
     metrics_family_reset(m_cmds);
     /* Keep what cannot change without a restart. */

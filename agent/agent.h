@@ -12,6 +12,7 @@
 #include "rconn.h"
 
 struct lag;
+struct detect;
 struct store;
 struct http_server;
 
@@ -21,6 +22,7 @@ struct agent {
     struct rnode a_primary;
     struct rnode a_replicas[CFG_MAX_REPLICAS];
     struct lag *a_lag;
+    struct detect *a_detect;
     struct store *a_store;
     char a_store_error[256]; /* why the store could not be opened, "" otherwise */
     struct http_server *a_http;

@@ -1,0 +1,289 @@
+"""Divergence detection: every kind found by check and by the daemon, no false
+alarms under write load, lost updates found fast, budgets and big keys."""
+import base64
+import json
+import os
+import sqlite3
+import subprocess
+import time
+
+import pytest
+
+from harness import SLOW, Agent, http_get, wait_for
+from writer import Writer
+
+BIN_KEY = b"bin\x00key\nwith\xffbytes \xc3\xa9"
+
+
+def inject_native(primary, replica):
+    """Writes keys on the primary, then makes the (writable) replica differ."""
+    p, r = primary.client(), replica.client()
+    r.config_set("replica-read-only", "no")
+    p.set("k:value", "primary")
+    p.set("k:missing", "primary")
+    p.set("k:type", "a string")
+    p.set("k:ttl", "same")
+    p.hset("k:same-hash", mapping={"a": 1, "b": 2})
+    p.set(BIN_KEY, "primary")
+    for i in range(200):
+        p.set("k:filler:%d" % i, i)
+    wait_for(lambda: r.dbsize() == p.dbsize() - 0 and r.get(BIN_KEY) == b"primary",
+             what="replica synced")
+    r.set("k:value", "replica")
+    r.delete("k:missing")
+    r.delete("k:type")
+    r.hset("k:type", "f", "v")
+    r.expire("k:ttl", 500)
+    r.set("k:extra", "only here")
+    r.set(BIN_KEY, "replica")
+
+
+def inject_cache(primary, cache):
+    p, c = primary.client(), cache.client()
+    for k, v in [("k:value", "primary"), ("k:missing", "primary"), ("k:type", "s"),
+                 ("k:ttl", "same"), (BIN_KEY, "primary")]:
+        p.set(k, v)
+        p.publish("cache_update", k)
+    wait_for(lambda: c.get(BIN_KEY) == b"primary" and c.get("k:ttl") == b"same",
+             what="cache synced")
+    c.set("k:value", "stale")
+    c.delete("k:missing")
+    c.delete("k:type")
+    c.rpush("k:type", "x")
+    c.expire("k:ttl", 500)
+    c.set("k:extra", "only here")
+    c.set(BIN_KEY, "stale")
+
+
+EXPECTED = {b"k:value": "value", b"k:missing": "missing", b"k:type": "type", b"k:ttl": "ttl",
+            b"k:extra": "extra", BIN_KEY: "value"}
+
+
+def check_json(h, conf, *extra):
+    p = h.run_keydrift("check", conf, "--json", *extra, timeout=60)
+    assert p.returncode in (0, 1), p.stderr.decode()
+    return p.returncode, json.loads(p.stdout)
+
+
+def found(doc, replica):
+    return {base64.b64decode(d["key_base64"]): d for d in doc["divergences"]
+            if d["replica"] == replica}
+
+
+def test_check_finds_every_kind_on_a_native_replica(h):
+    primary = h.redis("primary")
+    replica = h.replica("replica", primary)
+    inject_native(primary, replica)
+    conf = h.write_file("k.conf", "primary %s\nreplica r1 %s native\nhistory-db \"\"\n"
+                        % (primary.addr, replica.addr))
+    rc, doc = check_json(h, conf)
+    assert rc == 1
+    got = found(doc, "r1")
+    assert {k: d["kind"] for k, d in got.items()} == EXPECTED
+    assert got[b"k:extra"]["found_by"] == "replica-scan"
+    assert doc["consistent"] is False
+    assert doc["keys_checked"] >= 200
+    # The table output escapes the binary key.
+    p = h.run_keydrift("check", conf)
+    assert p.returncode == 1
+    assert b'"bin\\x00key\\x0awith\\xffbytes \\xc3\\xa9"' in p.stdout, p.stdout
+
+
+def test_check_finds_every_kind_on_a_pubsub_cache(h):
+    primary = h.redis("primary")
+    cache = h.redis("cache")
+    h.sync(primary, cache)
+    inject_cache(primary, cache)
+    conf = h.write_file("k.conf", "primary %s\nreplica c1 %s pubsub\nhistory-db \"\"\n"
+                        % (primary.addr, cache.addr))
+    rc, doc = check_json(h, conf)
+    assert rc == 1
+    assert {k: d["kind"] for k, d in found(doc, "c1").items()} == EXPECTED
+
+
+def test_check_consistent_exits_0_and_unreachable_exits_2(h):
+    primary = h.redis("primary")
+    replica = h.replica("replica", primary)
+    for i in range(500):
+        primary.client().set("c:%d" % i, i)
+    wait_for(lambda: replica.client().dbsize() == 500, what="sync")
+    conf = h.write_file("k.conf", "primary %s\nreplica r1 %s native\n" % (primary.addr,
+                                                                         replica.addr))
+    rc, doc = check_json(h, conf)
+    assert rc == 0 and doc["divergences"] == [] and doc["keys_checked"] >= 500
+    primary.stop()
+    p = h.run_keydrift("check", conf, "--connect-timeout", "200ms", timeout=60)
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    assert b"keydrift check:" in p.stderr
+
+
+def test_missing_is_divergence_no_and_expiring_keys(h):
+    primary = h.redis("primary")
+    cache = h.redis("cache")
+    p = primary.client()
+    p.set("gone-from-cache", "x")
+    p.set("about-to-expire", "x", px=400)
+    conf = h.write_file("k.conf", "primary %s\nreplica c1 %s pubsub missing-is-divergence no\n"
+                        "ttl-tolerance 1s\n" % (primary.addr, cache.addr))
+    rc, doc = check_json(h, conf)
+    assert rc == 0, doc
+    conf2 = h.write_file("k2.conf", "primary %s\nreplica c1 %s pubsub\nttl-tolerance 1s\n"
+                         % (primary.addr, cache.addr))
+    p.set("about-to-expire", "x", px=300)
+    rc, doc = check_json(h, conf2)
+    kinds = {base64.b64decode(d["key_base64"]): d["kind"] for d in doc["divergences"]}
+    assert kinds == {b"gone-from-cache": "missing"}, kinds
+
+
+def db_rows(path, where="1"):
+    con = sqlite3.connect(path)
+    try:
+        return con.execute("SELECT replica, key, kind, state, found_by, resolution FROM "
+                           "divergences WHERE " + where).fetchall()
+    finally:
+        con.close()
+
+
+def test_daemon_finds_records_and_resolves(h):
+    primary = h.redis("primary")
+    replica = h.replica("replica", primary)
+    cache = h.redis("cache")
+    h.sync(primary, cache)
+    inject_native(primary, replica)
+    inject_cache(primary, cache)
+    agent = Agent(h, primary, [("r1", replica, "native"), ("c1", cache, "pubsub")],
+                  extra="sample-modes scan replica-scan\n")
+    wait_for(lambda: agent.status()["detection"]["open_divergences"] >= 12, timeout=30,
+             what="12 divergences open")
+    for rep in ("r1", "c1"):
+        for kind in set(EXPECTED.values()):
+            n = sum(1 for v in EXPECTED.values() if v == kind)
+            assert agent.metric("keydrift_divergent_keys", replica=rep, kind=kind) == n, (rep,
+                                                                                           kind)
+            assert agent.metric("keydrift_divergences_confirmed_total", replica=rep,
+                                kind=kind) == n
+    wait_for(lambda: len(db_rows(agent.db, "state='confirmed'")) == 12, what="rows in SQLite")
+    rows = db_rows(agent.db)
+    keys = {(r[0], bytes(r[1])): r[2] for r in rows}
+    for rep in ("r1", "c1"):
+        for k, kind in EXPECTED.items():
+            assert keys[(rep, k)] == kind
+    # The heartbeat key is never reported.
+    assert not any(k.startswith(b"keydrift:hb:") for _, k in keys)
+
+    # Fix the native replica's stale value: the divergence resolves itself.
+    replica.client().set("k:value", "primary")
+    wait_for(lambda: agent.metric("keydrift_divergent_keys", replica="r1", kind="value") == 1,
+             timeout=15, what="one value divergence resolved")
+    wait_for(lambda: db_rows(agent.db, "key=CAST('k:value' AS BLOB) AND replica='r1' AND "
+                             "state='resolved' AND resolution='self-healed'"),
+             what="resolution recorded")
+
+
+def test_no_false_alarms_under_write_load(h):
+    primary = h.redis("primary")
+    replica = h.replica("replica", primary)
+    cache = h.redis("cache")
+    h.sync(primary, cache)
+    agent = Agent(h, primary, [("r1", replica, "native"), ("c1", cache, "pubsub")],
+                  extra="sample-modes scan replica-scan random watch\n"
+                        "max-commands-per-sec 20000\n")
+    seconds = 20 if os.environ.get("KEYDRIFT_SANITIZED") else 60
+    w = Writer(primary, keys=5000, batch=250)
+    n = w.run_for(seconds)
+    rate = n / w.elapsed
+    print("writes/s: %.0f over %.1f s" % (rate, w.elapsed))
+    assert not w.errors
+    assert rate >= 10000, rate
+    time.sleep(3 * SLOW)  # let every suspect settle
+    m = agent.metrics()
+    confirmed = {k: v for k, v in m.items()
+                 if k[0] == "keydrift_divergences_confirmed_total" and v}
+    checked = sum(v for k, v in m.items() if k[0] == "keydrift_keys_checked_total")
+    suspects = sum(v for k, v in m.items() if k[0] == "keydrift_divergences_suspected_total")
+    print("keys checked %d, suspects %d" % (checked, suspects))
+    assert checked > 1000
+    assert confirmed == {}, confirmed
+
+
+def test_lost_updates_found_fast_in_watch_mode(h):
+    primary = h.redis("primary")
+    cache = h.redis("cache")
+    h.sync(primary, cache)
+    agent = Agent(h, primary, [("c1", cache, "pubsub")],
+                  extra="sample-modes watch\nmax-commands-per-sec 20000\n")
+    wait_for(lambda: agent.metric("keydrift_watch_enabled") == 1, what="watch on")
+    background = Writer(primary, keys=500, batch=20, rate=1000, prefix=b"bg:")
+    background.start(12)
+    p = primary.client()
+    lost = {}
+    for i in range(40):
+        key = b"lost:%d" % i
+        lost[key] = time.time()
+        p.set(key, "never published")
+        time.sleep(0.1)
+    background.join()
+    wait_for(lambda: len(db_rows(agent.db, "kind='missing' AND state='confirmed'")) >= 40,
+             timeout=10, what="every lost update confirmed")
+    con = sqlite3.connect(agent.db)
+    rows = con.execute("SELECT key, confirmed_at, found_by FROM divergences "
+                       "WHERE kind='missing'").fetchall()
+    con.close()
+    delays = sorted(r[1] / 1000.0 - lost[bytes(r[0])] for r in rows if bytes(r[0]) in lost)
+    assert len(delays) == 40
+    assert all(r[2] == "watch" for r in rows)
+    p50, p99 = delays[len(delays) // 2], delays[int(len(delays) * 0.99) - 1]
+    print("write -> confirmed: p50 %.3f s, p99 %.3f s" % (p50, p99))
+    assert p99 < 1.5 * SLOW, delays
+    assert background.dropped == []
+    # No key of the healthy background traffic was confirmed divergent.
+    assert not db_rows(agent.db, "CAST(key AS TEXT) LIKE 'bg:%'")
+
+
+def test_big_key_is_not_fetched_whole(h):
+    primary = h.redis("primary")
+    replica = h.replica("replica", primary)
+    p = primary.client()
+    p.set("big", b"x" * (50 << 20))
+    p.set("small", "y")
+    wait_for(lambda: replica.client().exists("big"), timeout=30, what="big key replicated")
+    conf = h.write_file("k.conf", "primary %s\nreplica r1 %s native\nmax-value-bytes 1mb\n"
+                        % (primary.addr, replica.addr))
+    before = p.info("stats")["total_net_output_bytes"]
+    rc, doc = check_json(h, conf)
+    after = p.info("stats")["total_net_output_bytes"]
+    assert rc == 0, doc
+    assert after - before < (5 << 20), after - before
+    # A differing big value is still found.
+    r = replica.client()
+    r.config_set("replica-read-only", "no")
+    r.setrange("big", 0, b"z" * 10)
+    r.append("big", b"more")
+    rc, doc = check_json(h, conf)
+    assert rc == 1 and found(doc, "r1")[b"big"]["kind"] == "value"
+
+
+def test_budget_holds(h):
+    primary = h.redis("primary")
+    replica = h.replica("replica", primary)
+    p = primary.client()
+    pipe = p.pipeline(transaction=False)
+    for i in range(50000):
+        pipe.set("b:%d" % i, i)
+    pipe.execute()
+    wait_for(lambda: replica.client().dbsize() == 50000, timeout=30, what="sync")
+    budget = 2000
+    agent = Agent(h, primary, [("r1", replica, "native")],
+                  extra="max-commands-per-sec %d\nsample-modes scan\n" % budget)
+    wait_for(lambda: (agent.metric("keydrift_keys_checked_total", replica="r1", mode="scan")
+                      or 0) > 1000, what="scanning")
+
+    def calls():
+        return sum(v["calls"] for v in p.info("commandstats").values())
+    c0, t0 = calls(), time.monotonic()
+    time.sleep(10)
+    c1, t1 = calls(), time.monotonic()
+    rate = (c1 - c0 - 1) / (t1 - t0)
+    print("agent commands/s on the primary: %.0f (budget %d)" % (rate, budget))
+    assert rate <= budget * 1.1, rate
+    assert rate >= budget * 0.5, rate

@@ -110,7 +110,7 @@ fuzz: $(FUZZERS)
 	  echo "fuzz $$n for $(FUZZ_SECONDS)s"; \
 	  $$f -max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_MAX_LEN) -artifact_prefix=tests/fuzz/ \
 	    tests/fuzz/corpus/$$n >build-fuzz/$$n.log 2>&1 || { tail -n 60 build-fuzz/$$n.log; exit 1; }; \
-	  tail -n 3 build-fuzz/$$n.log; \
+	  grep -E "DONE|^Done" build-fuzz/$$n.log; \
 	done
 
 demo: keydrift

@@ -86,23 +86,31 @@ asan:
 # corpus; `make fuzz FUZZ_SECONDS=60` explores and grows the corpus.
 FUZZ_CC     ?= clang
 FUZZ_FLAGS  := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
-build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRCS)
+build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRCS) $(wildcard agent/*.h exporters/*.h storage/*.h)
 	@mkdir -p build-fuzz
-	$(FUZZ_CC) -std=c11 $(FUZZ_FLAGS) $(WARNFLAGS) -Wno-missing-prototypes -Wno-unknown-warning-option $(PKG_CFLAGS) \
+	$(FUZZ_CC) -std=c11 $(FUZZ_FLAGS) $(WARNFLAGS) -Wno-missing-prototypes \
+	  -Wno-unknown-warning-option $(PKG_CFLAGS) \
 	  $(CPPFLAGS) -o $@ $< $(LIB_SRCS) $(ALL_LIBS)
 
+# A failing input is saved as tests/fuzz/crash-* (or leak-*, timeout-*).
 fuzz-replay: $(FUZZERS)
 	@set -e; for f in $(FUZZERS); do \
 	  n=$$(basename $$f); mkdir -p tests/fuzz/corpus/$$n; \
 	  echo "replay $$n ($$(ls tests/fuzz/corpus/$$n | wc -l) inputs)"; \
-	  $$f -runs=0 tests/fuzz/corpus/$$n >/dev/null 2>build-fuzz/$$n.log || { cat build-fuzz/$$n.log; exit 1; }; \
+	  $$f -runs=0 -artifact_prefix=tests/fuzz/ tests/fuzz/corpus/$$n >/dev/null 2>build-fuzz/$$n.log || { cat build-fuzz/$$n.log; exit 1; }; \
 	done
 
+# The corpus dir holds the seeds too. The exit status is checked before the
+# log is shortened: a crash must fail the target.
 FUZZ_SECONDS ?= 60
+FUZZ_MAX_LEN ?= 8192
 fuzz: $(FUZZERS)
 	@set -e; for f in $(FUZZERS); do \
 	  n=$$(basename $$f); mkdir -p tests/fuzz/corpus/$$n; \
-	  $$f -max_total_time=$(FUZZ_SECONDS) -max_len=4096 tests/fuzz/corpus/$$n tests/fuzz/seeds/$$n 2>&1 | tail -n 3; \
+	  echo "fuzz $$n for $(FUZZ_SECONDS)s"; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_MAX_LEN) -artifact_prefix=tests/fuzz/ \
+	    tests/fuzz/corpus/$$n >build-fuzz/$$n.log 2>&1 || { tail -n 60 build-fuzz/$$n.log; exit 1; }; \
+	  grep -E "DONE|^Done" build-fuzz/$$n.log; \
 	done
 
 demo: keydrift

@@ -30,8 +30,8 @@
 
 static struct agent agent;
 
-static struct metric_family *m_build, *m_node_up, *m_cmds, *m_store_err, *m_store_q,
-    *m_store_drop, *m_store_ok, *m_reloads;
+static struct metric_family *m_build, *m_node_up, *m_cmds, *m_store_err, *m_store_q, *m_store_drop,
+    *m_store_ok, *m_reloads;
 
 int agent_is_loopback(const char *host)
 {
@@ -83,15 +83,14 @@ static void register_metrics(struct agent *a)
     snprintf(hv, sizeof(hv), "%d.%d.%d", HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH);
     const char *bv[] = {KEYDRIFT_VERSION, hv, sqlite3_libversion()};
     metric_set(metrics_series(m_build, bv), 1);
-    m_node_up = metrics_family("keydrift_node_up",
-                               "1 when the agent's last command to the node succeeded.",
-                               METRIC_GAUGE, 2, nl);
+    m_node_up =
+        metrics_family("keydrift_node_up", "1 when the agent's last command to the node succeeded.",
+                       METRIC_GAUGE, 2, nl);
     m_cmds = metrics_family("keydrift_redis_commands_total",
                             "Commands the agent sent to each node (its own load on Redis).",
                             METRIC_COUNTER, 1, n1);
     m_store_err = metrics_family("keydrift_storage_errors_total",
-                                 "Failed writes to the history database.", METRIC_COUNTER, 0,
-                                 NULL);
+                                 "Failed writes to the history database.", METRIC_COUNTER, 0, NULL);
     m_store_q = metrics_family("keydrift_storage_queue_length",
                                "Writes queued for the history database.", METRIC_GAUGE, 0, NULL);
     m_store_drop = metrics_family("keydrift_storage_dropped_total",
@@ -101,8 +100,8 @@ static void register_metrics(struct agent *a)
                                 "1 when the last write to the history database succeeded.",
                                 METRIC_GAUGE, 0, NULL);
     m_reloads = metrics_family("keydrift_config_reloads_total",
-                               "Configuration reloads (SIGHUP) that were applied.",
-                               METRIC_COUNTER, 0, NULL);
+                               "Configuration reloads (SIGHUP) that were applied.", METRIC_COUNTER,
+                               0, NULL);
     lag_metrics_init();
     detect_metrics_init();
     metrics_register_process();
@@ -157,16 +156,16 @@ static json_t *replica_json(struct agent *a, int i)
     char addr[CFG_HOST_MAX + 8];
 
     snprintf(addr, sizeof(addr), "%s:%d", r->addr.host, r->addr.port);
-    json_t *j = json_pack("{s:s,s:s,s:s,s:b}", "name", r->name, "address", addr, "kind",
-                          cfg_replica_kind_name(r->kind), "up",
-                          atomic_load(&a->a_replicas[i].rn_up));
+    json_t *j =
+        json_pack("{s:s,s:s,s:s,s:b}", "name", r->name, "address", addr, "kind",
+                  cfg_replica_kind_name(r->kind), "up", atomic_load(&a->a_replicas[i].rn_up));
     if (!a->a_lag)
         return j;
     lag_get(a->a_lag, i, &v);
     json_object_set_new(j, "status", json_string(lag_status_name(v.status)));
     json_object_set_new(j, "status_reason", json_string(v.status_reason));
-    json_object_set_new(j, "lag_seconds", v.lag_seconds >= 0 ? json_real(v.lag_seconds)
-                                                             : json_null());
+    json_object_set_new(j, "lag_seconds",
+                        v.lag_seconds >= 0 ? json_real(v.lag_seconds) : json_null());
     json_object_set_new(j, "link_up", json_boolean(v.link_up && v.reachable));
     if (r->kind == REPLICA_NATIVE) {
         json_object_set_new(j, "lag_bytes",
@@ -193,22 +192,20 @@ static void h_status(const struct http_request *req, struct http_response *resp,
     for (int i = 0; i < a->a_cfg.nreplicas; i++)
         json_array_append_new(replicas, replica_json(a, i));
     json_t *j = json_pack(
-        "{s:s,s:s,s:I,s:{s:s,s:b,s:s,s:I},s:o,s:s,s:s}", "version", KEYDRIFT_VERSION,
-        "agent_id", a->a_cfg.agent_id, "started_ms", (json_int_t)a->a_started_ms, "primary",
-        "address", paddr, "up", atomic_load(&a->a_primary.rn_up), "run_id", run_id, "offset",
-        (json_int_t)(a->a_lag ? lag_primary_offset(a->a_lag) : -1), "replicas", replicas,
-        "channel", a->a_cfg.channel, "message_format",
-        cfg_format_name(a->a_cfg.message_format));
+        "{s:s,s:s,s:I,s:{s:s,s:b,s:s,s:I},s:o,s:s,s:s}", "version", KEYDRIFT_VERSION, "agent_id",
+        a->a_cfg.agent_id, "started_ms", (json_int_t)a->a_started_ms, "primary", "address", paddr,
+        "up", atomic_load(&a->a_primary.rn_up), "run_id", run_id, "offset",
+        (json_int_t)(a->a_lag ? lag_primary_offset(a->a_lag) : -1), "replicas", replicas, "channel",
+        a->a_cfg.channel, "message_format", cfg_format_name(a->a_cfg.message_format));
     if (a->a_detect) {
         struct detect_progress p;
         detect_progress(a->a_detect, &p);
         json_object_set_new(
             j, "detection",
             json_pack("{s:I,s:f,s:I,s:I,s:I,s:I,s:b}", "scan_cycles", (json_int_t)p.cycles,
-                      "scan_progress", p.scan_progress, "keys_checked",
-                      (json_int_t)p.keys_checked, "keys_in_db", (json_int_t)p.keys_in_db,
-                      "suspects", (json_int_t)p.suspects, "open_divergences",
-                      (json_int_t)p.open, "watch_enabled", p.watch_enabled));
+                      "scan_progress", p.scan_progress, "keys_checked", (json_int_t)p.keys_checked,
+                      "keys_in_db", (json_int_t)p.keys_in_db, "suspects", (json_int_t)p.suspects,
+                      "open_divergences", (json_int_t)p.open, "watch_enabled", p.watch_enabled));
     }
     pthread_rwlock_unlock(&a->a_lock);
     reply_json(resp, 200, j);
@@ -444,8 +441,8 @@ int cmd_run(int argc, char **argv)
         return 2;
     }
     log_notice("keydrift %s running: primary %s:%d, %d replica(s), metrics on http://%s/metrics",
-               KEYDRIFT_VERSION, a->a_cfg.primary.host, a->a_cfg.primary.port,
-               a->a_cfg.nreplicas, a->a_cfg.http_listen);
+               KEYDRIFT_VERSION, a->a_cfg.primary.host, a->a_cfg.primary.port, a->a_cfg.nreplicas,
+               a->a_cfg.http_listen);
     if (a->a_store)
         store_put_event(a->a_store, (int64_t)clock_wall_ms(), "start", "agent", KEYDRIFT_VERSION);
 

@@ -78,13 +78,11 @@ static void print_table(const struct findings *fs, uint64_t checked, double secs
         printf("%-16s %-8s %s\n", "REPLICA", "KIND", "KEY");
     for (size_t i = 0; i < fs->n; i++) {
         char *k = text_escape(fs->v[i].key, fs->v[i].keylen);
-        printf("%-16s %-8s \"%s\"\n", fs->v[i].replica, cmp_kind_name(fs->v[i].kind),
-               k ? k : "?");
+        printf("%-16s %-8s \"%s\"\n", fs->v[i].replica, cmp_kind_name(fs->v[i].kind), k ? k : "?");
         free(k);
     }
     if (fs->n)
-        printf("%zu divergent key(s); %" PRIu64 " keys checked in %.1f s\n", fs->n, checked,
-               secs);
+        printf("%zu divergent key(s); %" PRIu64 " keys checked in %.1f s\n", fs->n, checked, secs);
     else
         printf("consistent: %" PRIu64 " keys checked in %.1f s\n", checked, secs);
 }
@@ -99,11 +97,11 @@ static void print_json(const struct findings *fs, uint64_t checked, double secs)
         snprintf(pd, sizeof(pd), "%016" PRIx64, x->pd);
         snprintf(rd, sizeof(rd), "%016" PRIx64, x->rd);
         json_array_append_new(
-            arr, json_pack("{s:s,s:s,s:s,s:s,s:I,s:I,s:s,s:s,s:s}", "replica", x->replica, "key",
-                           k ? k : "", "key_base64", b ? b : "", "kind", cmp_kind_name(x->kind),
-                           "primary_ttl_ms", (json_int_t)x->pttl, "replica_ttl_ms",
-                           (json_int_t)x->rttl, "primary_digest", pd, "replica_digest", rd,
-                           "found_by", x->found_by));
+            arr,
+            json_pack("{s:s,s:s,s:s,s:s,s:I,s:I,s:s,s:s,s:s}", "replica", x->replica, "key",
+                      k ? k : "", "key_base64", b ? b : "", "kind", cmp_kind_name(x->kind),
+                      "primary_ttl_ms", (json_int_t)x->pttl, "replica_ttl_ms", (json_int_t)x->rttl,
+                      "primary_digest", pd, "replica_digest", rd, "found_by", x->found_by));
         free(k);
         free(b);
     }
@@ -123,8 +121,8 @@ static void progress_line(struct detect *d, uint64_t started)
     detect_progress(d, &p);
     double rate = secs > 0 ? (double)p.keys_checked / secs : 0;
     double left = p.keys_in_db > p.keys_checked ? (double)(p.keys_in_db - p.keys_checked) : 0;
-    fprintf(stderr, "\r%" PRIu64 "/%" PRIu64 " keys, %.0f keys/s, ETA %.0f s, %" PRIu64
-                    " suspect(s)   ",
+    fprintf(stderr,
+            "\r%" PRIu64 "/%" PRIu64 " keys, %.0f keys/s, ETA %.0f s, %" PRIu64 " suspect(s)   ",
             p.keys_checked, p.keys_in_db, rate, rate > 0 ? left / rate : 0, p.suspects);
 }
 
@@ -235,7 +233,8 @@ int cmd_check(int argc, char **argv)
     lag_stop(lag);
 
     if (failed) {
-        fprintf(stderr, "keydrift check: %s\n", p.error[0] ? p.error : "the primary could not be read");
+        fprintf(stderr, "keydrift check: %s\n",
+                p.error[0] ? p.error : "the primary could not be read");
         rc = 2;
     } else {
         if (json)
@@ -244,8 +243,8 @@ int cmd_check(int argc, char **argv)
             print_table(&fs, p.keys_checked, secs);
         rc = fs.n ? 1 : 0;
     }
-    if (push_url && push_check(push_url, &cfg, failed ? -1 : (long long)fs.n, secs, err,
-                               sizeof(err)) < 0) {
+    if (push_url &&
+        push_check(push_url, &cfg, failed ? -1 : (long long)fs.n, secs, err, sizeof(err)) < 0) {
         fprintf(stderr, "keydrift check: push to %s failed: %s\n", push_url, err);
         if (rc == 0)
             rc = 2;

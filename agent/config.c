@@ -207,11 +207,21 @@ int cfg_split(const char *line, size_t len, char **argv, size_t *argl, int maxar
                 int hi, lo;
                 i += 2;
                 switch (e) {
-                case 'n': buf[o++] = '\n'; break;
-                case 'r': buf[o++] = '\r'; break;
-                case 't': buf[o++] = '\t'; break;
-                case 'b': buf[o++] = '\b'; break;
-                case 'a': buf[o++] = '\a'; break;
+                case 'n':
+                    buf[o++] = '\n';
+                    break;
+                case 'r':
+                    buf[o++] = '\r';
+                    break;
+                case 't':
+                    buf[o++] = '\t';
+                    break;
+                case 'b':
+                    buf[o++] = '\b';
+                    break;
+                case 'a':
+                    buf[o++] = '\a';
+                    break;
                 case 'x':
                     if (i + 1 < len && (hi = hexval(line[i])) >= 0 &&
                         (lo = hexval(line[i + 1])) >= 0) {
@@ -222,7 +232,9 @@ int cfg_split(const char *line, size_t len, char **argv, size_t *argl, int maxar
                         return -1;
                     }
                     break;
-                default: buf[o++] = e; break;
+                default:
+                    buf[o++] = e;
+                    break;
                 }
                 continue;
             }
@@ -419,7 +431,8 @@ static int parse_replica(struct config *c, int argc, const char **argv, char *wh
                 return -1;
             }
         } else {
-            snprintf(why, wl, "unknown replica setting '%s' (allowed: missing-is-divergence yes|no)",
+            snprintf(why, wl,
+                     "unknown replica setting '%s' (allowed: missing-is-divergence yes|no)",
                      argv[i]);
             return -1;
         }
@@ -580,8 +593,8 @@ static void render_modes(const struct config *c, char *buf, size_t len)
 static int parse_shard(struct config *c, int argc, const char **argv, char *why, size_t wl)
 {
     int i, n, used = 0;
-    if (argc != 1 || sscanf(argv[0], "%d/%d%n", &i, &n, &used) != 2 || argv[0][used] ||
-        n < 1 || n > 1024 || i < 1 || i > n) {
+    if (argc != 1 || sscanf(argv[0], "%d/%d%n", &i, &n, &used) != 2 || argv[0][used] || n < 1 ||
+        n > 1024 || i < 1 || i > n) {
         snprintf(why, wl, "wants I/N with 1 <= I <= N <= 1024, e.g. 1/2");
         return -1;
     }
@@ -728,7 +741,8 @@ static int apply(struct config *c, const struct cfg_option *o, int argc, const c
         *(double *)(base + o->off) = x;
         return 0;
     }
-    case T_CUSTOM: break;
+    case T_CUSTOM:
+        break;
     }
     return -1;
 }
@@ -886,8 +900,8 @@ int cfg_finish(struct config *c, char *err, size_t errlen)
     free(c->redis_password);
     c->redis_password = NULL;
     if (c->redis_password_file && *c->redis_password_file) {
-        c->redis_password = read_secret(c->redis_password_file, err, errlen,
-                                        "option 'redis-password-file':");
+        c->redis_password =
+            read_secret(c->redis_password_file, err, errlen, "option 'redis-password-file':");
         if (!c->redis_password)
             return -1;
     } else if ((env = getenv("KEYDRIFT_REDIS_PASSWORD")) != NULL && *env) {
@@ -896,8 +910,7 @@ int cfg_finish(struct config *c, char *err, size_t errlen)
     free(c->http_token);
     c->http_token = NULL;
     if (c->http_token_file && *c->http_token_file) {
-        c->http_token =
-            read_secret(c->http_token_file, err, errlen, "option 'http-token-file':");
+        c->http_token = read_secret(c->http_token_file, err, errlen, "option 'http-token-file':");
         if (!c->http_token)
             return -1;
     }
@@ -982,14 +995,30 @@ void cfg_option_render(const struct config *c, int i, char *buf, size_t len)
         snprintf(buf, len, "%s", s ? s : "");
         break;
     }
-    case T_INT: snprintf(buf, len, "%lld", *(const long long *)(base + o->off)); break;
-    case T_DURATION: snprintf(buf, len, "%lldms", *(const long long *)(base + o->off)); break;
-    case T_SIZE: snprintf(buf, len, "%lld", *(const long long *)(base + o->off)); break;
-    case T_BOOL: snprintf(buf, len, "%s", *(const int *)(base + o->off) ? "yes" : "no"); break;
-    case T_ENUM: snprintf(buf, len, "%s", o->names[*(const int *)(base + o->off)]); break;
-    case T_ADDR: render_addr((const struct cfg_addr *)(base + o->off), buf, len); break;
-    case T_RATIO: snprintf(buf, len, "%.17g", *(const double *)(base + o->off)); break;
-    case T_CUSTOM: o->render(c, buf, len); break;
+    case T_INT:
+        snprintf(buf, len, "%lld", *(const long long *)(base + o->off));
+        break;
+    case T_DURATION:
+        snprintf(buf, len, "%lldms", *(const long long *)(base + o->off));
+        break;
+    case T_SIZE:
+        snprintf(buf, len, "%lld", *(const long long *)(base + o->off));
+        break;
+    case T_BOOL:
+        snprintf(buf, len, "%s", *(const int *)(base + o->off) ? "yes" : "no");
+        break;
+    case T_ENUM:
+        snprintf(buf, len, "%s", o->names[*(const int *)(base + o->off)]);
+        break;
+    case T_ADDR:
+        render_addr((const struct cfg_addr *)(base + o->off), buf, len);
+        break;
+    case T_RATIO:
+        snprintf(buf, len, "%.17g", *(const double *)(base + o->off));
+        break;
+    case T_CUSTOM:
+        o->render(c, buf, len);
+        break;
     }
 }
 

@@ -142,15 +142,15 @@ static int start_redis(struct demo *d, const char *name, int port, int replicaof
     snprintf(mport, sizeof(mport), "%d", replicaof);
     if (mkdir(dir, 0700) < 0)
         return -1;
-    char *argv[] = {"redis-server", "--port",       ports,     "--bind",       "127.0.0.1",
-                    "--dir",        dir,            "--save",  "",             "--appendonly",
-                    "no",           "--daemonize",  "no",      "--logfile",    log,
-                    "--replicaof",  "127.0.0.1",    mport,     NULL};
+    char *argv[] = {"redis-server", "--port",      ports,    "--bind",    "127.0.0.1",
+                    "--dir",        dir,           "--save", "",          "--appendonly",
+                    "no",           "--daemonize", "no",     "--logfile", log,
+                    "--replicaof",  "127.0.0.1",   mport,    NULL};
     if (!replicaof)
         argv[15] = NULL;
     if (spawn(d, argv, log) < 0 || wait_ping(port, 10000) < 0) {
-        fprintf(stderr, "keydrift demo: redis-server %s on port %d did not start (see %s)\n",
-                name, port, log);
+        fprintf(stderr, "keydrift demo: redis-server %s on port %d did not start (see %s)\n", name,
+                port, log);
         return -1;
     }
     return 0;
@@ -467,8 +467,7 @@ int cmd_demo(int argc, char **argv)
         int st;
         for (int i = 0; i < d.npids; i++) {
             if (waitpid(d.pids[i], &st, WNOHANG) == d.pids[i]) {
-                fprintf(stderr, "keydrift demo: a process exited (see the logs in %s)\n",
-                        d.dir);
+                fprintf(stderr, "keydrift demo: a process exited (see the logs in %s)\n", d.dir);
                 d.pids[i] = d.pids[--d.npids];
                 keep = 1;
                 demo_signalled = 1;

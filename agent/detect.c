@@ -131,9 +131,9 @@ struct detect {
 
 /* ------------------------------------------------------------ metrics */
 
-static struct metric_family *m_checked, *m_suspected, *m_confirmed, *m_open, *m_ratio,
-    *m_delay, *m_cycles, *m_progress, *m_cycle_dur, *m_skipped, *m_resolved, *m_cleared,
-    *m_watch_on, *m_watch_gaps, *m_watch_q, *m_watch_drop;
+static struct metric_family *m_checked, *m_suspected, *m_confirmed, *m_open, *m_ratio, *m_delay,
+    *m_cycles, *m_progress, *m_cycle_dur, *m_skipped, *m_resolved, *m_cleared, *m_watch_on,
+    *m_watch_gaps, *m_watch_q, *m_watch_drop;
 
 void detect_metrics_init(void)
 {
@@ -165,8 +165,7 @@ void detect_metrics_init(void)
                                 "Confirmed divergences that went away, by resolution.",
                                 METRIC_COUNTER, 2, rr);
     m_open = metrics_family("keydrift_divergent_keys",
-                            "Confirmed divergences open now (not resolved).", METRIC_GAUGE, 2,
-                            rk);
+                            "Confirmed divergences open now (not resolved).", METRIC_GAUGE, 2, rk);
     m_ratio = metrics_family("keydrift_divergence_ratio",
                              "Share of randomly sampled keys found divergent, with its 95% "
                              "Wilson interval (bound=estimate|lower|upper).",
@@ -181,9 +180,9 @@ void detect_metrics_init(void)
     m_progress = metrics_family("keydrift_scan_progress_ratio",
                                 "Share of the primary's keys checked in the current scan cycle.",
                                 METRIC_GAUGE, 0, NULL);
-    m_cycle_dur = metrics_family("keydrift_scan_cycle_duration_seconds",
-                                 "Duration of the last completed scan cycle.", METRIC_GAUGE, 0,
-                                 NULL);
+    m_cycle_dur =
+        metrics_family("keydrift_scan_cycle_duration_seconds",
+                       "Duration of the last completed scan cycle.", METRIC_GAUGE, 0, NULL);
     m_skipped = metrics_family("keydrift_keys_skipped_total",
                                "Keys not compared, by reason (large, unsupported-type, ...).",
                                METRIC_COUNTER, 1, why);
@@ -195,9 +194,9 @@ void detect_metrics_init(void)
                                   "Times the notification connection was lost (writes in the "
                                   "gap are left to the scan).",
                                   METRIC_COUNTER, 0, NULL);
-    m_watch_q = metrics_family("keydrift_watch_queue_length",
-                               "Written keys waiting for their verification.", METRIC_GAUGE, 0,
-                               NULL);
+    m_watch_q =
+        metrics_family("keydrift_watch_queue_length",
+                       "Written keys waiting for their verification.", METRIC_GAUGE, 0, NULL);
     m_watch_drop = metrics_family("keydrift_watch_dropped_total",
                                   "Written keys not verified because the queue was full.",
                                   METRIC_COUNTER, 0, NULL);
@@ -205,8 +204,8 @@ void detect_metrics_init(void)
 
 void detect_metrics_reset(void)
 {
-    struct metric_family *per_replica[] = {m_checked, m_suspected, m_confirmed, m_cleared,
-                                           m_resolved, m_open, m_ratio};
+    struct metric_family *per_replica[] = {m_checked,  m_suspected, m_confirmed, m_cleared,
+                                           m_resolved, m_open,      m_ratio};
     for (size_t i = 0; i < sizeof(per_replica) / sizeof(per_replica[0]); i++)
         if (per_replica[i])
             metrics_family_reset(per_replica[i]);
@@ -495,8 +494,7 @@ static void open_count(struct detect *d, int rep, enum cmp_kind k, int delta)
     struct rstate *rs = &d->d_rs[rep];
     rs->rs_open_n[k] += delta;
     if (!rs->rs_open[k])
-        rs->rs_open[k] =
-            metrics_series2(m_open, d->d_cfg->replicas[rep].name, cmp_kind_name(k));
+        rs->rs_open[k] = metrics_series2(m_open, d->d_cfg->replicas[rep].name, cmp_kind_name(k));
     metric_set(rs->rs_open[k], (double)rs->rs_open_n[k]);
 }
 
@@ -522,8 +520,7 @@ static void confirm(struct detect *d, struct div *v)
     metric_inc(rs->rs_confirmed[v->d_kind]);
     open_count(d, v->d_rep, v->d_kind, +1);
     if (v->d_write_mono)
-        metric_observe(metrics_series0(m_delay),
-                       (double)(clock_mono_us() - v->d_write_mono) / 1e6);
+        metric_observe(metrics_series0(m_delay), (double)(clock_mono_us() - v->d_write_mono) / 1e6);
     if (v->d_random_slot >= 0)
         random_result(d, v->d_rep, v->d_random_slot, 1);
     log_notice("divergence confirmed: replica %s key \"%s\" %s (found by %s)",
@@ -601,8 +598,8 @@ static uint64_t fingerprint(const struct cmp_side *s, uint64_t deep)
  * with the digests and TTLs in *pd..*rt.
  */
 static enum cmp_kind judge_one(struct detect *d, int rep, const char *key, size_t len,
-                               const struct cmp_side *ps, const struct cmp_side *rsd,
-                               uint64_t *pd, uint64_t *rd)
+                               const struct cmp_side *ps, const struct cmp_side *rsd, uint64_t *pd,
+                               uint64_t *rd)
 {
     const struct cfg_replica *rc = &d->d_cfg->replicas[rep];
     struct cmp_opts o = {.ttl_tolerance_ms = d->d_cfg->ttl_tolerance,
@@ -614,11 +611,11 @@ static enum cmp_kind judge_one(struct detect *d, int rep, const char *key, size_
 
     if (deep) {
         const char *why = NULL;
-        k = cmp_deep(d->d_p, d->d_rs[rep].rs_conn, key, len, ps, rsd,
-                     d->d_cfg->max_value_bytes, &dp, &dr, &why);
+        k = cmp_deep(d->d_p, d->d_rs[rep].rs_conn, key, len, ps, rsd, d->d_cfg->max_value_bytes,
+                     &dp, &dr, &why);
         if (k == CMP_SKIPPED)
             metric_inc(metrics_series1(m_skipped, why && strstr(why, "type") ? "unsupported-type"
-                                                                            : "uncomparable"));
+                                                                             : "uncomparable"));
         else if (k == CMP_EQUAL) {
             /* The values are equal; the TTLs may still differ. */
             struct cmp_side p2 = *ps, r2 = *rsd;
@@ -741,8 +738,8 @@ static int check_batch(struct detect *d, const struct batch *b, enum mode m, int
             count_checked(d, rep, m);
             if (cmp_is_divergence(k)) {
                 if (!v) {
-                    new_suspect(d, rep, b->keys[i], b->lens[i], h, k, &ps[i], &rsd[i], pd, rd,
-                                m, b->seen[i], b->slots[i], &poff);
+                    new_suspect(d, rep, b->keys[i], b->lens[i], h, k, &ps[i], &rsd[i], pd, rd, m,
+                                b->seen[i], b->slots[i], &poff);
                 } else if (v->d_state != DIV_SUSPECT) {
                     v->d_rdigest = rd; /* still open; keep what it is now */
                     v->d_rttl = rsd[i].pttl;
@@ -949,8 +946,7 @@ static void cycle_end(struct detect *d)
 static int scan_step(struct detect *d, struct rconn *c, unsigned long long *cursor, int rep)
 {
     char cur[32], count[32];
-    const char *pat = d->d_cfg->key_pattern && *d->d_cfg->key_pattern ? d->d_cfg->key_pattern
-                                                                       : "*";
+    const char *pat = d->d_cfg->key_pattern && *d->d_cfg->key_pattern ? d->d_cfg->key_pattern : "*";
     struct batch b;
     redisReply *r;
     int ended;
@@ -1074,10 +1070,10 @@ static int enable_notifications(struct rconn *c)
     if (!r)
         return -1;
     int has_e = strchr(flags, 'E') != NULL;
-    int has_a = strchr(flags, 'A') != NULL ||
-                (strchr(flags, 'g') && strchr(flags, '$') && strchr(flags, 'l') &&
-                 strchr(flags, 's') && strchr(flags, 'h') && strchr(flags, 'z') &&
-                 strchr(flags, 'x') && strchr(flags, 't'));
+    int has_a =
+        strchr(flags, 'A') != NULL ||
+        (strchr(flags, 'g') && strchr(flags, '$') && strchr(flags, 'l') && strchr(flags, 's') &&
+         strchr(flags, 'h') && strchr(flags, 'z') && strchr(flags, 'x') && strchr(flags, 't'));
     if (has_e && has_a)
         return 0;
     char want[80];
@@ -1140,8 +1136,8 @@ static void *watch_main(void *arg)
                           "left to the scan",
                           (double)(clock_mono_us() - lost_at) / 1e6);
                 if (d->d_o.store)
-                    store_put_event(d->d_o.store, (int64_t)clock_wall_ms(), "watch-gap",
-                                    "primary", "keyspace notifications were interrupted");
+                    store_put_event(d->d_o.store, (int64_t)clock_wall_ms(), "watch-gap", "primary",
+                                    "keyspace notifications were interrupted");
                 lost_at = 0;
             }
         }
@@ -1186,8 +1182,7 @@ static uint64_t max_lag_us(struct detect *d)
 /* Verifies the written keys whose replicas should have them by now. */
 static int watch_step(struct detect *d)
 {
-    uint64_t due_before = clock_mono_us() - max_lag_us(d) -
-                          (uint64_t)d->d_cfg->watch_grace * 1000u;
+    uint64_t due_before = clock_mono_us() - max_lag_us(d) - (uint64_t)d->d_cfg->watch_grace * 1000u;
     struct wentry es[BATCH_MAX];
     struct batch b;
     int n = 0;
@@ -1350,8 +1345,7 @@ static void *engine_main(void *arg)
                 if (d->d_o.one_pass && ++errors_in_row >= 3) {
                     pthread_mutex_lock(&d->d_pmu);
                     d->d_prog.errors++;
-                    snprintf(d->d_prog.error, sizeof(d->d_prog.error), "%s",
-                             rconn_errstr(d->d_p));
+                    snprintf(d->d_prog.error, sizeof(d->d_prog.error), "%s", rconn_errstr(d->d_p));
                     pthread_mutex_unlock(&d->d_pmu);
                     break;
                 }
@@ -1396,8 +1390,8 @@ static void *engine_main(void *arg)
 
 /* ------------------------------------------------------------ lifecycle */
 
-static struct rconn *node_conn(const struct config *cfg, const struct cfg_addr *a,
-                               struct rnode *n, int db)
+static struct rconn *node_conn(const struct config *cfg, const struct cfg_addr *a, struct rnode *n,
+                               int db)
 {
     struct rconn_opts o = {.user = cfg->redis_user,
                            .password = cfg->redis_password,

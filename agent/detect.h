@@ -59,11 +59,11 @@ typedef void (*detect_finding_fn)(const struct detect_finding *f, void *arg);
 struct detect_opts {
     const struct config *cfg;
     struct rnode *primary;
-    struct rnode *replicas; /* cfg->nreplicas of them */
-    struct lag *lag;        /* for lag and catch-up markers; required */
-    struct store *store;    /* may be NULL */
-    int one_pass;           /* keydrift check: one scan cycle, then settle and stop */
-    int db;                 /* the logical database to check */
+    struct rnode *replicas;         /* cfg->nreplicas of them */
+    struct lag *lag;                /* for lag and catch-up markers; required */
+    struct store *store;            /* may be NULL */
+    int one_pass;                   /* keydrift check: one scan cycle, then settle and stop */
+    int db;                         /* the logical database to check */
     detect_finding_fn on_confirmed; /* may be NULL; called on the engine thread */
     void *arg;
 };

@@ -19,8 +19,8 @@ struct info_slave { /* one "slaveN:ip=...,port=...,state=...,offset=...,lag=..."
 
 struct info_repl {
     /* fields absent from the text keep these defaults: -1 for numbers, "" for text */
-    char role[16];         /* "master" | "slave" */
-    char run_id[48];       /* from "run_id" (server section) */
+    char role[16];   /* "master" | "slave" */
+    char run_id[48]; /* from "run_id" (server section) */
     char master_replid[48];
     long long master_repl_offset;
     long long slave_repl_offset;      /* replica */

@@ -17,12 +17,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#define HB_RING         8192 /* heartbeats remembered: 13 min at 100 ms */
-#define HB_PREFIX       "keydrift:hb:"
-#define INFO_EVERY_US   250000u
+#define HB_RING          8192 /* heartbeats remembered: 13 min at 100 ms */
+#define HB_PREFIX        "keydrift:hb:"
+#define INFO_EVERY_US    250000u
 #define CLIENTS_EVERY_US 1000000u
-#define STATUS_EVERY_US 100000u
-#define WINDOW_MAX      1024
+#define STATUS_EVERY_US  100000u
+#define WINDOW_MAX       1024
 
 struct sample {
     uint64_t seq;
@@ -159,8 +159,8 @@ static void poll_info(struct rep *r, struct rconn *c)
     if (ir.master_replid[0] && r->r_replid[0] && strcmp(ir.master_replid, r->r_replid) != 0) {
         r->r_resyncs++;
         r->r_resync_mono = clock_mono_us();
-        log_notice("replica %s: replication id changed from %s to %s", r->r_cfg.name,
-                   r->r_replid, ir.master_replid);
+        log_notice("replica %s: replication id changed from %s to %s", r->r_cfg.name, r->r_replid,
+                   ir.master_replid);
         if (l->l_store)
             store_put_event(l->l_store, (int64_t)clock_wall_ms(), "resync", r->r_cfg.name,
                             "replication id changed");
@@ -205,8 +205,7 @@ static void *rep_main(void *arg)
             r->r_reachable = 1;
             r->r_error[0] = '\0';
             r->r_polled = 1;
-            r->r_shown_seq =
-                rep->type == REDIS_REPLY_STRING ? parse_hb(l, rep->str, rep->len) : 0;
+            r->r_shown_seq = rep->type == REDIS_REPLY_STRING ? parse_hb(l, rep->str, rep->len) : 0;
         }
         pthread_mutex_unlock(&l->l_mu);
         if (rep)
@@ -246,8 +245,8 @@ static enum replica_status evaluate(struct lag *l, struct rep *r, uint64_t now, 
 
     if (r->r_cfg.kind == REPLICA_NATIVE &&
         (r->r_sync_in_progress || (r->r_resync_mono && now - r->r_resync_mono < window_us))) {
-        snprintf(why, wl, "%s", r->r_sync_in_progress ? "full sync in progress"
-                                                      : "replication id changed");
+        snprintf(why, wl, "%s",
+                 r->r_sync_in_progress ? "full sync in progress" : "replication id changed");
         return STATUS_RESYNCED;
     }
     if (!r->r_reachable) {
@@ -306,8 +305,8 @@ static void update_statuses(struct lag *l)
             continue; /* not polled yet */
         st = evaluate(l, r, now, why, sizeof(why));
         if (st != r->r_status) {
-            log_notice("replica %s: status %s -> %s%s%s", r->r_cfg.name,
-                       status_names[r->r_status], status_names[st], why[0] ? ": " : "", why);
+            log_notice("replica %s: status %s -> %s%s%s", r->r_cfg.name, status_names[r->r_status],
+                       status_names[st], why[0] ? ": " : "", why);
             if (l->l_store) {
                 char detail[160];
                 snprintf(detail, sizeof(detail), "%s -> %s%s%s", status_names[r->r_status],
@@ -336,8 +335,7 @@ static void write_heartbeat(struct lag *l, struct rconn *c)
     l->l_ring[seq % HB_RING] = t;
     pthread_mutex_unlock(&l->l_mu);
 
-    snprintf(val, sizeof(val), "%" PRIx64 ":%" PRIu64 ":%" PRIu64, l->l_run, seq,
-             clock_wall_us());
+    snprintf(val, sizeof(val), "%" PRIx64 ":%" PRIu64 ":%" PRIu64, l->l_run, seq, clock_wall_us());
     if (rconn_append(c, "SET %s %s", l->l_key, val) < 0)
         return;
     if (l->l_has_pubsub) {
@@ -388,8 +386,8 @@ static void poll_primary(struct lag *l, struct rconn *c)
             log_warnx("primary %s:%d restarted (run_id %s -> %s)", l->l_cfg->primary.host,
                       l->l_cfg->primary.port, l->l_run_id, ir.run_id);
             if (l->l_store)
-                store_put_event(l->l_store, (int64_t)clock_wall_ms(), "primary-restart",
-                                "primary", "run_id changed");
+                store_put_event(l->l_store, (int64_t)clock_wall_ms(), "primary-restart", "primary",
+                                "run_id changed");
         }
         if (ir.run_id[0])
             snprintf(l->l_run_id, sizeof(l->l_run_id), "%s", ir.run_id);
@@ -559,10 +557,8 @@ void lag_get(struct lag *l, int i, struct lag_view *v)
     pthread_mutex_lock(&l->l_mu);
     v->lag_seconds = compute_lag(l, r, now);
     v->offset = r->r_offset;
-    v->lag_bytes = (r->r_cfg.kind == REPLICA_NATIVE && r->r_offset >= 0 &&
-                    l->l_primary_offset >= 0)
-                       ? (l->l_primary_offset > r->r_offset ? l->l_primary_offset - r->r_offset
-                                                            : 0)
+    v->lag_bytes = (r->r_cfg.kind == REPLICA_NATIVE && r->r_offset >= 0 && l->l_primary_offset >= 0)
+                       ? (l->l_primary_offset > r->r_offset ? l->l_primary_offset - r->r_offset : 0)
                        : -1;
     v->reachable = r->r_reachable;
     v->link_up = r->r_cfg.kind == REPLICA_NATIVE
@@ -610,8 +606,8 @@ void lag_primary_run_id(struct lag *l, char *out, size_t outsz)
 
 /* ------------------------------------------------------------ metrics */
 
-static struct metric_family *m_lag_s, *m_lag_b, *m_link, *m_status, *m_subs, *m_resyncs,
-    *m_last_io, *m_syncing;
+static struct metric_family *m_lag_s, *m_lag_b, *m_link, *m_status, *m_subs, *m_resyncs, *m_last_io,
+    *m_syncing;
 
 void lag_collect(struct lag *l)
 {
@@ -683,7 +679,7 @@ void lag_metrics_init(void)
 
 void lag_metrics_reset(void)
 {
-    struct metric_family *per_replica[] = {m_lag_s, m_lag_b,    m_link,   m_status,
+    struct metric_family *per_replica[] = {m_lag_s, m_lag_b,   m_link,    m_status,
                                            m_subs,  m_resyncs, m_last_io, m_syncing};
     for (size_t i = 0; i < sizeof(per_replica) / sizeof(per_replica[0]); i++)
         if (per_replica[i])

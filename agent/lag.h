@@ -36,15 +36,15 @@ const char *lag_status_name(enum replica_status s);
 
 /* A consistent view of one replica, for metrics, the API and confirmation. */
 struct lag_view {
-    double lag_seconds;     /* heartbeat lag, now; -1 before the first poll */
-    long long lag_bytes;    /* native: primary offset - replica offset; -1 unknown */
-    long long offset;       /* native: replica's processed offset; -1 unknown */
-    int reachable;          /* the last poll answered */
-    int link_up;            /* native: master_link_status; pubsub: has a subscriber */
+    double lag_seconds;        /* heartbeat lag, now; -1 before the first poll */
+    long long lag_bytes;       /* native: primary offset - replica offset; -1 unknown */
+    long long offset;          /* native: replica's processed offset; -1 unknown */
+    int reachable;             /* the last poll answered */
+    int link_up;               /* native: master_link_status; pubsub: has a subscriber */
     long long last_io_seconds; /* native: master_last_io_seconds_ago; -1 unknown */
-    int sync_in_progress;   /* native */
-    uint64_t resyncs;       /* replication-id changes and full syncs seen */
-    uint64_t shown_seq;     /* newest heartbeat seq the replica shows (0: none) */
+    int sync_in_progress;      /* native */
+    uint64_t resyncs;          /* replication-id changes and full syncs seen */
+    uint64_t shown_seq;        /* newest heartbeat seq the replica shows (0: none) */
     enum replica_status status;
     char status_reason[96];
 };

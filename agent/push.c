@@ -31,8 +31,7 @@ char *push_url(const char *base, const char *instance)
     size_t n = bl + strlen(b64) + 64;
     out = malloc(n);
     if (out)
-        snprintf(out, n, "%.*s/metrics/job/keydrift_check/instance@base64/%s", (int)bl, base,
-                 b64);
+        snprintf(out, n, "%.*s/metrics/job/keydrift_check/instance@base64/%s", (int)bl, base, b64);
     free(b64);
     return out;
 }
@@ -58,13 +57,13 @@ int push_check(const char *url, const struct config *cfg, long long divergent, d
     ok = metrics_family("keydrift_check_success", "1 when the last keydrift check pass completed.",
                         METRIC_GAUGE, 0, NULL);
     div = metrics_family("keydrift_check_divergent_keys",
-                         "Divergences confirmed by the last keydrift check pass.", METRIC_GAUGE,
-                         0, NULL);
+                         "Divergences confirmed by the last keydrift check pass.", METRIC_GAUGE, 0,
+                         NULL);
     dur = metrics_family("keydrift_check_duration_seconds",
                          "How long the last keydrift check pass took.", METRIC_GAUGE, 0, NULL);
     last = metrics_family("keydrift_check_last_run_timestamp_seconds",
-                          "When the last keydrift check pass finished (Unix time).",
-                          METRIC_GAUGE, 0, NULL);
+                          "When the last keydrift check pass finished (Unix time).", METRIC_GAUGE,
+                          0, NULL);
     metric_set(metrics_series0(ok), divergent >= 0);
     if (divergent >= 0)
         metric_set(metrics_series0(div), (double)divergent);

@@ -37,8 +37,7 @@ static struct timeval ms_to_tv(long long ms)
     return tv;
 }
 
-struct rconn *rconn_new(const struct cfg_addr *addr, const struct rconn_opts *o,
-                        struct rnode *node)
+struct rconn *rconn_new(const struct cfg_addr *addr, const struct rconn_opts *o, struct rnode *node)
 {
     struct rconn *c = calloc(1, sizeof(*c));
     if (!c)
@@ -94,11 +93,10 @@ void rconn_close(struct rconn *c)
 static void fail(struct rconn *c, const char *what)
 {
     if (c->rc_ctx && c->rc_ctx->err)
-        snprintf(c->rc_err, sizeof(c->rc_err), "%s:%d: %s: %s", c->rc_addr.host,
-                 c->rc_addr.port, what, c->rc_ctx->errstr);
+        snprintf(c->rc_err, sizeof(c->rc_err), "%s:%d: %s: %s", c->rc_addr.host, c->rc_addr.port,
+                 what, c->rc_ctx->errstr);
     else
-        snprintf(c->rc_err, sizeof(c->rc_err), "%s:%d: %s", c->rc_addr.host, c->rc_addr.port,
-                 what);
+        snprintf(c->rc_err, sizeof(c->rc_err), "%s:%d: %s", c->rc_addr.host, c->rc_addr.port, what);
     rconn_close(c);
     set_node_up(c, 0);
     c->rc_backoff_ms = c->rc_backoff_ms ? c->rc_backoff_ms * 2 : BACKOFF_MIN_MS;
@@ -134,8 +132,8 @@ int rconn_ensure(struct rconn *c)
     if (clock_mono_us() < c->rc_next_try_us)
         return -1; /* keep the last error */
 
-    c->rc_ctx = redisConnectWithTimeout(c->rc_addr.host, c->rc_addr.port,
-                                        ms_to_tv(c->rc_connect_ms));
+    c->rc_ctx =
+        redisConnectWithTimeout(c->rc_addr.host, c->rc_addr.port, ms_to_tv(c->rc_connect_ms));
     if (!c->rc_ctx) {
         fail(c, "out of memory");
         return -1;
@@ -150,8 +148,7 @@ int rconn_ensure(struct rconn *c)
     }
     redisEnableKeepAlive(c->rc_ctx);
     if (c->rc_password) {
-        const char *argv[3] = {"AUTH", c->rc_user ? c->rc_user : c->rc_password,
-                               c->rc_password};
+        const char *argv[3] = {"AUTH", c->rc_user ? c->rc_user : c->rc_password, c->rc_password};
         if (setup_cmd(c, c->rc_user ? 3 : 2, argv, "AUTH") < 0)
             return -1;
     }

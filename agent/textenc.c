@@ -72,7 +72,8 @@ char *text_unbase64(const char *s, size_t len, size_t *outlen)
                 return NULL;
             }
         }
-        unsigned x = (unsigned)v[0] << 18 | (unsigned)v[1] << 12 | (unsigned)v[2] << 6 | (unsigned)v[3];
+        unsigned x =
+            (unsigned)v[0] << 18 | (unsigned)v[1] << 12 | (unsigned)v[2] << 6 | (unsigned)v[3];
         out[o++] = (char)(x >> 16);
         if (pad < 2)
             out[o++] = (char)(x >> 8);

@@ -132,7 +132,8 @@ static void expect_error(const char *text, const char *want)
 
 TEST(config_errors_name_file_line_option)
 {
-    expect_error("primary 127.0.0.1:6379\nbogus-option 1\n", "bad.conf:2: unknown option 'bogus-option'");
+    expect_error("primary 127.0.0.1:6379\nbogus-option 1\n",
+                 "bad.conf:2: unknown option 'bogus-option'");
     expect_error("\n\nheartbeat-interval 5x\n",
                  "bad.conf:3: option 'heartbeat-interval': '5x' is not a duration");
     expect_error("heartbeat-interval 1ms\n", "from 10ms to 60000ms");
@@ -163,8 +164,8 @@ TEST(config_command_line_overrides)
 {
     struct config c;
     char err[512];
-    char *argv[] = {"--primary", "127.0.0.1:7000",  "--replica", "c1",
-                    "127.0.0.1:7001", "pubsub", "--heartbeat-interval", "50ms"};
+    char *argv[] = {"--primary", "127.0.0.1:7000",       "--replica", "c1", "127.0.0.1:7001",
+                    "pubsub",    "--heartbeat-interval", "50ms"};
 
     CHECK(cfg_load(&c, NULL, 8, argv, err, sizeof(err)) == 0);
     CHECK(c.primary.port == 7000);

@@ -134,7 +134,7 @@ static void history_table(json_t *rows)
             if (strlen(cells[c]) > w[c])
                 w[c] = strlen(cells[c]);
     }
-    printf("%-*s  %-*s  %-*s  %-*s  %-*s  %-*s  %s\n", (int)w[0], head[0], (int)w[1], head[1],
+    printf("%*s  %-*s  %-*s  %-*s  %-*s  %-*s  %s\n", (int)w[0], head[0], (int)w[1], head[1],
            (int)w[2], head[2], (int)w[3], head[3], (int)w[4], head[4], (int)w[5], head[5], head[6]);
     json_array_foreach(rows, i, o)
     {
@@ -310,8 +310,9 @@ int cmd_history(int argc, char **argv)
         dbpath = strdup(db);
     } else {
         struct config cfg;
-        cfg_init(&cfg);
-        if (config && cfg_load(&cfg, config, 0, NULL, err, sizeof(err)) < 0) {
+        if (!config) {
+            cfg_init(&cfg); /* the default history-db */
+        } else if (cfg_load(&cfg, config, 0, NULL, err, sizeof(err)) < 0) {
             fprintf(stderr, "keydrift history: %s\n", err);
             cfg_free(&cfg);
             goto out;

@@ -879,8 +879,8 @@ static void batch_free(struct store *s, struct item *batch, int drop)
 
 /*
  * The writer thread. Takes up to STORE_BATCH_MAX queued items, writes them in
- * one transaction, and repeats; a failed batch is retried with backoff (100
- * ms doubling to 3.2 s) up to STORE_RETRY_MAX times and then dropped. Every
+ * one transaction, and repeats; a failed batch is retried with backoff (200
+ * ms, doubling) until STORE_RETRY_MAX attempts failed, and then dropped. Every
  * STORE_RETENTION_EVERY_MS it runs retention, one bounded pass per loop so
  * queued writes are interleaved. On stop it drains the queue, unless a write
  * fails, in which case what remains is dropped.

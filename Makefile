@@ -70,8 +70,8 @@ check: format-check unit integration asan fuzz-replay
 unit: $(O)/unit-tests
 	$(O)/unit-tests
 
-integration: keydrift
-	KEYDRIFT_BIN=$(CURDIR)/keydrift $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+integration: keydrift $(O)/unit-tests
+	KEYDRIFT_BIN=$(CURDIR)/keydrift KEYDRIFT_UNIT_BIN=$(CURDIR)/$(O)/unit-tests $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
 
 # The same unit and integration tests against an AddressSanitizer/UBSan build.
 ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all

@@ -42,8 +42,8 @@ struct store_divergence {
     const char *kind;  /* missing | extra | type | value | ttl */
     const char *state; /* suspect | confirmed | repairing | resolved | cleared */
     int64_t first_seen;
-    int64_t confirmed_at; /* 0 = not yet */
-    int64_t resolved_at;  /* 0 = not yet */
+    int64_t confirmed_at;   /* 0 = not yet */
+    int64_t resolved_at;    /* 0 = not yet */
     const char *resolution; /* NULL, or repaired | self-healed | expired | deleted */
     uint64_t primary_digest;
     uint64_t replica_digest;
@@ -77,7 +77,8 @@ struct store_cycle {
 int64_t store_next_id(struct store *s);
 
 /* Queue writes; they never block. All strings and the key are copied. */
-void store_put_divergence(struct store *s, const struct store_divergence *d); /* insert or replace */
+void store_put_divergence(struct store *s,
+                          const struct store_divergence *d); /* insert or replace */
 void store_put_repair(struct store *s, const struct store_repair *r);
 void store_put_cycle(struct store *s, const struct store_cycle *c);
 void store_put_event(struct store *s, int64_t ts, const char *type, const char *node,
@@ -100,7 +101,7 @@ size_t store_queue_length(const struct store *s);
 
 /* Query filter for divergences; zero/NULL fields do not filter. */
 struct store_filter {
-    const char *state;   /* a state, or "open" = suspect|confirmed|repairing */
+    const char *state; /* a state, or "open" = suspect|confirmed|repairing */
     const char *replica;
     const char *kind;
     const void *key;
@@ -127,5 +128,33 @@ json_t *store_query_repairs(struct store *s, int64_t divergence_id, int limit, c
  * Returns NULL with a reason.
  */
 struct store *store_open_readonly(const char *path, char *err, size_t errlen);
+
+/*
+ * Keys as text: printable ASCII as it is, a backslash as "\\", every other
+ * byte as \xNN, so the text maps back to exactly one key. store_key_escape
+ * returns a malloc'd string (caller frees), NULL when out of memory.
+ * store_key_unescape reverses it into out (at most outsz bytes): 0, or -1
+ * for a bad escape or a key too long.
+ */
+char *store_key_escape(const void *key, size_t len);
+int store_key_unescape(const char *text, void *out, size_t outsz, size_t *outlen);
+
+/*
+ * Runs retention now, synchronously on the write connection, as if the time
+ * were now_ms, until nothing older than the retention is left. Reports the
+ * rows deleted and the transactions used. 0, or -1 on a database error.
+ * The writer thread does the same every minute on its own.
+ */
+int store_run_retention(struct store *s, int64_t now_ms, uint64_t *deleted, int *batches);
+
+/*
+ * Test hooks. store_debug_pragma runs "PRAGMA <pragma>" on the write
+ * connection (e.g. "max_page_count=20" to simulate a full disk, or
+ * "query_only=1" a read-only one); a reopen after an I/O error forgets it.
+ * store_debug_pause stops the writer from taking queued items (1) or lets it
+ * go on (0).
+ */
+int store_debug_pragma(struct store *s, const char *pragma, char *err, size_t errlen);
+void store_debug_pause(struct store *s, int paused);
 
 #endif

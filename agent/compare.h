@@ -41,14 +41,14 @@ int cmp_is_divergence(enum cmp_kind k);
 
 /* What one node holds for one key, from cmp_fetch(). */
 struct cmp_side {
-    int exists;         /* 1 present, 0 absent, -1 unknown (error) */
-    long long pttl;     /* -1 no expiry, -2 absent, else ms */
-    long long mem;      /* MEMORY USAGE bytes, -1 unknown */
-    char *dump;         /* DUMP payload (malloc'd) or NULL when not fetched */
+    int exists;     /* 1 present, 0 absent, -1 unknown (error) */
+    long long pttl; /* -1 no expiry, -2 absent, else ms */
+    long long mem;  /* MEMORY USAGE bytes, -1 unknown */
+    char *dump;     /* DUMP payload (malloc'd) or NULL when not fetched */
     size_t dumplen;
-    uint64_t digest;    /* of the payload without trailer; 0 unknown */
-    int large;          /* mem > max_value_bytes: not fetched whole */
-    char type[16];      /* filled by the deep comparison or for large keys, "" unknown */
+    uint64_t digest; /* of the payload without trailer; 0 unknown */
+    int large;       /* mem > max_value_bytes: not fetched whole */
+    char type[16];   /* filled by the deep comparison or for large keys, "" unknown */
 };
 
 void cmp_side_clear(struct cmp_side *s); /* frees dump, resets */
@@ -78,9 +78,18 @@ enum cmp_kind cmp_judge(const struct cmp_side *p, const struct cmp_side *r,
                         const struct cmp_opts *o, int *needs_deep);
 
 /*
+ * The TTL part of cmp_judge, for two sides known to hold the same value (after
+ * cmp_deep said CMP_EQUAL): CMP_TTL when one side has an expiry and the other
+ * none (unless that expiry is within ttl_tolerance_ms), or both expire more
+ * than ttl_tolerance_ms + lag_ms apart; else CMP_EQUAL.
+ */
+enum cmp_kind cmp_judge_ttl(const struct cmp_side *p, const struct cmp_side *r,
+                            const struct cmp_opts *o);
+
+/*
  * The type-aware comparison of one key on two nodes. Large values (sides
  * marked large) are compared by type, length and sampled elements. Fills
- * *pdigest/*rdigest with digests of the canonical values. Returns CMP_EQUAL,
+ * *pdigest and *rdigest with digests of the canonical values. Returns CMP_EQUAL,
  * CMP_TYPE, CMP_VALUE, CMP_SKIPPED (a type it cannot compare: *why says which)
  * or CMP_ERROR.
  */

@@ -70,8 +70,16 @@ check: format-check unit integration asan fuzz-replay
 unit: $(O)/unit-tests
 	$(O)/unit-tests
 
-integration: keydrift
-	KEYDRIFT_BIN=$(CURDIR)/keydrift $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+# The comparison module's driver for tests/integration/test_compare.py: only
+# the modules it needs, so it builds before the rest of the agent links.
+CMP_DRIVER_OBJS := $(O)/tests/integration/cmp_driver.o \
+                   $(addprefix $(O)/agent/,compare.o rconn.o log.o clock.o)
+$(O)/cmp-driver: $(CMP_DRIVER_OBJS)
+	$(CC) $(OPTFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(ALL_LIBS)
+
+integration: keydrift $(O)/cmp-driver
+	KEYDRIFT_BIN=$(CURDIR)/keydrift KEYDRIFT_CMP_DRIVER=$(CURDIR)/$(O)/cmp-driver \
+	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
 
 # The same unit and integration tests against an AddressSanitizer/UBSan build.
 ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all

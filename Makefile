@@ -70,17 +70,30 @@ check: format-check unit integration asan fuzz-replay
 unit: $(O)/unit-tests
 	$(O)/unit-tests
 
-integration: keydrift $(O)/unit-tests
-	KEYDRIFT_BIN=$(CURDIR)/keydrift KEYDRIFT_UNIT_BIN=$(CURDIR)/$(O)/unit-tests $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+# The comparison module's driver for tests/integration/test_compare.py: only
+# the modules it needs, so it builds before the rest of the agent links.
+CMP_DRIVER_OBJS := $(O)/tests/integration/cmp_driver.o \
+                   $(addprefix $(O)/agent/,compare.o rconn.o log.o clock.o)
+$(O)/cmp-driver: $(CMP_DRIVER_OBJS)
+	$(CC) $(OPTFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(ALL_LIBS)
+
+# What the integration tests run: the agent, the unit binary (it writes the
+# history fixture) and the comparison driver, all from one build directory.
+INTEG_ENV = KEYDRIFT_BIN=$(CURDIR)/$(1)/keydrift KEYDRIFT_UNIT_BIN=$(CURDIR)/$(1)/unit-tests \
+            KEYDRIFT_CMP_DRIVER=$(CURDIR)/$(1)/cmp-driver
+PYTEST     = $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+
+integration: $(O)/keydrift $(O)/unit-tests $(O)/cmp-driver
+	$(call INTEG_ENV,$(O)) $(PYTEST)
 
 # The same unit and integration tests against an AddressSanitizer/UBSan build.
 ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 asan:
-	@$(MAKE) --no-print-directory O=build-asan OPTFLAGS="$(ASAN_FLAGS)" build-asan/keydrift build-asan/unit-tests
+	@$(MAKE) --no-print-directory O=build-asan OPTFLAGS="$(ASAN_FLAGS)" \
+	  build-asan/keydrift build-asan/unit-tests build-asan/cmp-driver
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 build-asan/unit-tests
-	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	  KEYDRIFT_BIN=$(CURDIR)/build-asan/keydrift KEYDRIFT_SANITIZED=1 \
-	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 KEYDRIFT_SANITIZED=1 \
+	  $(call INTEG_ENV,build-asan) $(PYTEST)
 
 # libFuzzer harnesses (clang). `make fuzz-replay` runs each over its committed
 # corpus; `make fuzz FUZZ_SECONDS=60` explores and grows the corpus.

@@ -41,23 +41,25 @@ int cmp_is_divergence(enum cmp_kind k);
 
 /* What one node holds for one key, from cmp_fetch(). */
 struct cmp_side {
-    int exists;         /* 1 present, 0 absent, -1 unknown (error) */
-    long long pttl;     /* -1 no expiry, -2 absent, else ms */
-    long long mem;      /* MEMORY USAGE bytes, -1 unknown */
-    char *dump;         /* DUMP payload (malloc'd) or NULL when not fetched */
+    int exists;     /* 1 present, 0 absent, -1 unknown (error) */
+    long long pttl; /* -1 no expiry, -2 absent, else ms */
+    long long mem;  /* MEMORY USAGE bytes, -1 unknown */
+    char *dump;     /* DUMP payload (malloc'd) or NULL when not fetched */
     size_t dumplen;
-    uint64_t digest;    /* of the payload without trailer; 0 unknown */
-    int large;          /* mem > max_value_bytes: not fetched whole */
-    char type[16];      /* filled by the deep comparison or for large keys, "" unknown */
+    uint64_t digest; /* of the payload without trailer; 0 unknown */
+    int large;       /* mem > max_value_bytes: not fetched whole */
+    char type[16];   /* filled by the deep comparison or for large keys, "" unknown */
 };
 
 void cmp_side_clear(struct cmp_side *s); /* frees dump, resets */
 
 /*
  * Fetches n keys' state from one node in pipelined rounds: PTTL and MEMORY
- * USAGE, then DUMP for keys of at most max_value_bytes. out[i] is cleared
- * first and filled; the caller calls cmp_side_clear on each. Returns 0, or -1
- * when the connection failed (out[] then says exists = -1).
+ * USAGE, then DUMP for keys of at most max_value_bytes (TYPE for the larger
+ * ones; max_value_bytes <= 0: no limit). out[i] need not be initialised (it
+ * is cleared first, a payload it held is not freed) and is filled; the caller
+ * calls cmp_side_clear on each. Returns 0, or -1 when the connection failed
+ * (out[] then says exists = -1).
  */
 int cmp_fetch(struct rconn *c, const char *const *keys, const size_t *lens, size_t n,
               long long max_value_bytes, struct cmp_side *out);
@@ -78,11 +80,23 @@ enum cmp_kind cmp_judge(const struct cmp_side *p, const struct cmp_side *r,
                         const struct cmp_opts *o, int *needs_deep);
 
 /*
+ * The TTL part of cmp_judge, for two sides known to hold the same value (after
+ * cmp_deep said CMP_EQUAL): CMP_TTL when one side has an expiry and the other
+ * none (unless that expiry is within ttl_tolerance_ms), or both expire more
+ * than ttl_tolerance_ms + lag_ms apart; else CMP_EQUAL.
+ */
+enum cmp_kind cmp_judge_ttl(const struct cmp_side *p, const struct cmp_side *r,
+                            const struct cmp_opts *o);
+
+/*
  * The type-aware comparison of one key on two nodes. Large values (sides
  * marked large) are compared by type, length and sampled elements. Fills
  * *pdigest and *rdigest with digests of the canonical values. Returns CMP_EQUAL,
  * CMP_TYPE, CMP_VALUE, CMP_SKIPPED (a type it cannot compare: *why says which)
- * or CMP_ERROR.
+ * or CMP_ERROR (*why says why); or CMP_GONE when the key vanished from a node
+ * since cmp_fetch (nothing to say: the next look decides). *why may be NULL;
+ * its text stays valid until the next call on the same thread. For large
+ * values the digests identify the compared sample, not the whole value.
  */
 enum cmp_kind cmp_deep(struct rconn *p, struct rconn *r, const char *key, size_t len,
                        const struct cmp_side *ps, const struct cmp_side *rs,

@@ -1,0 +1,935 @@
+/*
+ * compare -- is a key the same on the primary and on a replica?
+ *
+ * Three layers: cmp_fetch() reads what one node holds (PTTL, MEMORY USAGE,
+ * DUMP) for a batch of keys in two pipelined rounds; cmp_judge() decides from
+ * two such sides without I/O; cmp_deep() looks at the values themselves when
+ * the DUMP payloads differ or were not fetched, so that two encodings of one
+ * logical value are equal.
+ *
+ * Canonical values. The deep comparison digests a value as a stream of
+ * length-prefixed items: the type name, then the elements in a canonical
+ * order (by field or member for hashes, sets and sorted sets; as stored for
+ * lists and streams). Scores are hashed as doubles, not as the server's text,
+ * because servers of different versions print the same double differently.
+ *
+ * Large values (MEMORY USAGE above max-value-bytes) are never fetched whole:
+ * the length is compared, then a bounded sample of elements, taken from both
+ * sides for the set-like types so that an element present on only one side can
+ * be found from either.
+ */
+#include "compare.h"
+#include "clock.h"
+#include "log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#define CMP_TRAILER     10          /* 2-byte RDB version + 8-byte CRC64 */
+#define CMP_CHUNK       256         /* keys per pipelined round in cmp_fetch */
+#define CMP_SAMPLES     16          /* elements sampled from each side of a large value */
+#define CMP_RANGE_BYTES 4096        /* bytes per sampled range of a large string */
+#define CMP_ELEM_MAX    (64 * 1024) /* a sampled hash value longer than this: length only */
+#define CMP_ELEM_BYTES  16          /* lower bound of an element's size, to size unknowns */
+
+static const char *const kind_names[CMP_KIND_COUNT] = {
+    [CMP_EQUAL] = "equal", [CMP_MISSING] = "missing", [CMP_EXTRA] = "extra",
+    [CMP_TYPE] = "type",   [CMP_VALUE] = "value",     [CMP_TTL] = "ttl",
+    [CMP_GONE] = "gone",   [CMP_SKIPPED] = "skipped", [CMP_ERROR] = "error",
+};
+
+const char *cmp_kind_name(enum cmp_kind k)
+{
+    if ((unsigned)k >= CMP_KIND_COUNT)
+        return "unknown";
+    return kind_names[k];
+}
+
+int cmp_is_divergence(enum cmp_kind k)
+{
+    return k == CMP_MISSING || k == CMP_EXTRA || k == CMP_TYPE || k == CMP_VALUE || k == CMP_TTL;
+}
+
+/*
+ * Resets a side to "nothing known" (exists = -1) and frees its DUMP payload.
+ */
+void cmp_side_clear(struct cmp_side *s)
+{
+    free(s->dump);
+    memset(s, 0, sizeof(*s));
+    s->exists = -1;
+    s->pttl = -2;
+    s->mem = -1;
+}
+
+/*
+ * The part of a DUMP payload that describes the value: everything but the
+ * 10-byte trailer. A payload shorter than the trailer is not a valid DUMP;
+ * it is then compared whole, so that cmp_dump_equal and cmp_dump_digest agree.
+ */
+static size_t dump_body(size_t len)
+{
+    return len < CMP_TRAILER ? len : len - CMP_TRAILER;
+}
+
+int cmp_dump_equal(const char *a, size_t alen, const char *b, size_t blen)
+{
+    size_t al = dump_body(alen), bl = dump_body(blen);
+
+    if (!a || !b)
+        return 0;
+    return al == bl && memcmp(a, b, al) == 0;
+}
+
+/* 0 means "unknown" in struct cmp_side, so a real hash of 0 becomes 1. */
+static uint64_t nonzero(uint64_t h)
+{
+    return h ? h : 1;
+}
+
+uint64_t cmp_dump_digest(const char *a, size_t alen)
+{
+    if (!a)
+        return 0;
+    return nonzero(XXH3_64bits(a, dump_body(alen)));
+}
+
+/*
+ * TTL verdict for two sides holding the same value: CMP_TTL when one has an
+ * expiry and the other none (unless the expiring one is within the tolerance
+ * of expiring anyway), or when both expire and differ by more than the
+ * tolerance plus the replica's current lag; else CMP_EQUAL.
+ */
+enum cmp_kind cmp_judge_ttl(const struct cmp_side *p, const struct cmp_side *r,
+                            const struct cmp_opts *o)
+{
+    long long tol = o->ttl_tolerance_ms, lag = o->lag_ms > 0 ? o->lag_ms : 0;
+
+    if (p->pttl >= 0 && r->pttl < 0)
+        return p->pttl < tol ? CMP_EQUAL : CMP_TTL;
+    if (r->pttl >= 0 && p->pttl < 0)
+        return r->pttl < tol ? CMP_EQUAL : CMP_TTL;
+    if (p->pttl >= 0 && r->pttl >= 0) {
+        long long d = p->pttl > r->pttl ? p->pttl - r->pttl : r->pttl - p->pttl;
+        if (d > tol + lag)
+            return CMP_TTL;
+    }
+    return CMP_EQUAL;
+}
+
+enum cmp_kind cmp_judge(const struct cmp_side *p, const struct cmp_side *r,
+                        const struct cmp_opts *o, int *needs_deep)
+{
+    if (needs_deep)
+        *needs_deep = 0;
+    if (p->exists < 0 || r->exists < 0)
+        return CMP_ERROR;
+    if (!p->exists && !r->exists)
+        return CMP_GONE;
+    if (!p->exists)
+        return CMP_EXTRA;
+    if (!r->exists) {
+        if (!o->missing_is_divergence)
+            return CMP_EQUAL;
+        if (p->pttl >= 0 && p->pttl < o->ttl_tolerance_ms)
+            return CMP_EQUAL; /* about to expire: the replica may be right already */
+        return CMP_MISSING;
+    }
+    /* Both present. Types known from the fetch (large keys) settle a type mismatch. */
+    if (p->type[0] && r->type[0] && strcmp(p->type, r->type) != 0)
+        return CMP_TYPE;
+    if (p->large || r->large || !p->dump || !r->dump ||
+        !cmp_dump_equal(p->dump, p->dumplen, r->dump, r->dumplen)) {
+        if (needs_deep)
+            *needs_deep = 1;
+        return CMP_VALUE;
+    }
+    return cmp_judge_ttl(p, r, o);
+}
+
+/* ------------------------------------------------------------------ fetch */
+
+/* Copies a status or string reply into a fixed buffer, truncating. */
+static void copy_str(char *dst, size_t dstsz, const redisReply *r)
+{
+    size_t n = r->len < dstsz - 1 ? (size_t)r->len : dstsz - 1;
+    memcpy(dst, r->str, n);
+    dst[n] = '\0';
+}
+
+/*
+ * Reads the PTTL and MEMORY USAGE replies of one key into s. A PTTL error
+ * leaves the key unknown; a MEMORY USAGE error (disabled by ACL, say) only
+ * leaves the size unknown. Returns -1 when the connection failed.
+ */
+static int read_round1(struct rconn *c, struct cmp_side *s, long long max_value_bytes)
+{
+    redisReply *t = rconn_reply(c), *m;
+
+    if (!t)
+        return -1;
+    m = rconn_reply(c);
+    if (!m) {
+        freeReplyObject(t);
+        return -1;
+    }
+    if (t->type == REDIS_REPLY_INTEGER) {
+        s->exists = t->integer != -2;
+        s->pttl = t->integer;
+    } else {
+        s->exists = -1;
+    }
+    if (m->type == REDIS_REPLY_INTEGER) {
+        s->mem = m->integer;
+    } else if (m->type == REDIS_REPLY_NIL && s->exists == 1) {
+        s->exists = 0; /* deleted between PTTL and MEMORY USAGE */
+        s->pttl = -2;
+    }
+    s->large = s->exists == 1 && max_value_bytes > 0 && s->mem > max_value_bytes;
+    freeReplyObject(t);
+    freeReplyObject(m);
+    return 0;
+}
+
+/*
+ * Reads the second-round reply of one key: DUMP for a small value (a copy of
+ * the payload goes to s->dump, owned by s), TYPE for a large one. A nil or
+ * "none" means the key was deleted since the first round.
+ */
+static int read_round2(struct rconn *c, struct cmp_side *s)
+{
+    redisReply *d = rconn_reply(c);
+
+    if (!d)
+        return -1;
+    if (d->type == REDIS_REPLY_NIL ||
+        (s->large && d->type == REDIS_REPLY_STATUS && strcmp(d->str, "none") == 0)) {
+        s->exists = 0;
+        s->pttl = -2;
+        s->large = 0;
+    } else if (s->large && d->type == REDIS_REPLY_STATUS) {
+        copy_str(s->type, sizeof(s->type), d);
+    } else if (!s->large && d->type == REDIS_REPLY_STRING) {
+        s->dump = malloc(d->len ? (size_t)d->len : 1);
+        if (s->dump) {
+            memcpy(s->dump, d->str, (size_t)d->len);
+            s->dumplen = (size_t)d->len;
+            s->digest = cmp_dump_digest(s->dump, s->dumplen);
+        }
+    }
+    /* An error reply (DUMP denied by ACL, ...) leaves the payload unknown. */
+    freeReplyObject(d);
+    return 0;
+}
+
+/* One pipelined chunk of cmp_fetch: two rounds over n keys. */
+static int fetch_chunk(struct rconn *c, const char *const *keys, const size_t *lens, size_t n,
+                       long long max_value_bytes, struct cmp_side *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *a1[2] = {"PTTL", keys[i]};
+        const char *a2[3] = {"MEMORY", "USAGE", keys[i]};
+        size_t l1[2] = {4, lens[i]}, l2[3] = {6, 5, lens[i]};
+        if (rconn_append_argv(c, 2, a1, l1) < 0 || rconn_append_argv(c, 3, a2, l2) < 0)
+            return -1;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (read_round1(c, &out[i], max_value_bytes) < 0)
+            return -1;
+
+    size_t sent = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (out[i].exists != 1)
+            continue;
+        const char *a[2] = {out[i].large ? "TYPE" : "DUMP", keys[i]};
+        size_t l[2] = {4, lens[i]};
+        if (rconn_append_argv(c, 2, a, l) < 0)
+            return -1;
+        sent++;
+    }
+    for (size_t i = 0; i < n && sent; i++) {
+        if (out[i].exists != 1)
+            continue;
+        if (read_round2(c, &out[i]) < 0)
+            return -1;
+        sent--;
+    }
+    return 0;
+}
+
+int cmp_fetch(struct rconn *c, const char *const *keys, const size_t *lens, size_t n,
+              long long max_value_bytes, struct cmp_side *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        out[i].dump = NULL;
+        cmp_side_clear(&out[i]);
+    }
+    for (size_t at = 0; at < n; at += CMP_CHUNK) {
+        size_t m = n - at < CMP_CHUNK ? n - at : CMP_CHUNK;
+        if (fetch_chunk(c, keys + at, lens + at, m, max_value_bytes, out + at) < 0) {
+            log_debug("compare: fetch failed: %s", rconn_errstr(c));
+            for (size_t i = 0; i < n; i++)
+                cmp_side_clear(&out[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ canonical form */
+
+/* The digest of a canonical value, fed item by item. */
+struct canon {
+    XXH3_state_t *st;
+};
+
+static int canon_init(struct canon *cn)
+{
+    cn->st = XXH3_createState();
+    if (!cn->st)
+        return -1;
+    XXH3_64bits_reset(cn->st);
+    return 0;
+}
+
+static void canon_free(struct canon *cn)
+{
+    if (cn->st)
+        XXH3_freeState(cn->st);
+    cn->st = NULL;
+}
+
+static void canon_u64(struct canon *cn, uint64_t v)
+{
+    unsigned char b[8];
+    for (int i = 0; i < 8; i++)
+        b[i] = (unsigned char)(v >> (8 * i));
+    XXH3_64bits_update(cn->st, b, sizeof(b));
+}
+
+static void canon_str(struct canon *cn, const char *s, size_t len)
+{
+    canon_u64(cn, len);
+    XXH3_64bits_update(cn->st, s, len);
+}
+
+/*
+ * Parses a score as Redis prints it ("1", "0.10000000000000001", "inf") into
+ * the bits of the double, with -0 folded into 0, so equal scores hash equal
+ * whatever the server's formatting.
+ */
+static uint64_t score_bits(const char *s, size_t len)
+{
+    char buf[64];
+    double d;
+    uint64_t u;
+
+    if (len >= sizeof(buf))
+        len = sizeof(buf) - 1;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    d = strtod(buf, NULL);
+    if (d == 0)
+        d = 0;
+    memcpy(&u, &d, sizeof(u));
+    return u;
+}
+
+/*
+ * Feeds a reply into a canonical digest: a tag for its type, then its content;
+ * arrays recursively. With numeric set, strings are scores (see score_bits).
+ */
+static void canon_reply(struct canon *cn, const redisReply *r, int numeric)
+{
+    canon_u64(cn, (uint64_t)r->type);
+    switch (r->type) {
+    case REDIS_REPLY_STRING:
+    case REDIS_REPLY_STATUS:
+    case REDIS_REPLY_ERROR:
+        if (numeric && r->type == REDIS_REPLY_STRING)
+            canon_u64(cn, score_bits(r->str, (size_t)r->len));
+        else
+            canon_str(cn, r->str, (size_t)r->len);
+        break;
+    case REDIS_REPLY_INTEGER:
+        canon_u64(cn, (uint64_t)r->integer);
+        break;
+    case REDIS_REPLY_ARRAY:
+        canon_u64(cn, r->elements);
+        for (size_t i = 0; i < r->elements; i++)
+            canon_reply(cn, r->element[i], numeric);
+        break;
+    default:
+        break;
+    }
+}
+
+/* Two replies with the same content (see canon_reply for numeric). */
+static int reply_equal(const redisReply *a, const redisReply *b, int numeric)
+{
+    if (a->type != b->type)
+        return 0;
+    switch (a->type) {
+    case REDIS_REPLY_STRING:
+        if (numeric)
+            return score_bits(a->str, (size_t)a->len) == score_bits(b->str, (size_t)b->len);
+        /* fall through */
+    case REDIS_REPLY_STATUS:
+    case REDIS_REPLY_ERROR:
+        return a->len == b->len && memcmp(a->str, b->str, (size_t)a->len) == 0;
+    case REDIS_REPLY_INTEGER:
+        return a->integer == b->integer;
+    case REDIS_REPLY_ARRAY:
+        if (a->elements != b->elements)
+            return 0;
+        for (size_t i = 0; i < a->elements; i++)
+            if (!reply_equal(a->element[i], b->element[i], numeric))
+                return 0;
+        return 1;
+    default:
+        return 1;
+    }
+}
+
+/* memcmp order of two strings of different lengths; the shorter prefix first. */
+static int bin_cmp(const char *a, size_t alen, const char *b, size_t blen)
+{
+    int c = memcmp(a, b, alen < blen ? alen : blen);
+    if (c)
+        return c;
+    return alen < blen ? -1 : alen > blen;
+}
+
+/* qsort comparator of groups of elements (see canon_unordered): by the first. */
+static int group_cmp(const void *x, const void *y)
+{
+    const redisReply *a = (*(redisReply * *const *)x)[0], *b = (*(redisReply * *const *)y)[0];
+    return bin_cmp(a->str, (size_t)a->len, b->str, (size_t)b->len);
+}
+
+/*
+ * Feeds an unordered collection into cn in canonical order: the reply's
+ * elements taken in groups of width (1 for a set, 2 for field/value or
+ * member/score pairs), sorted by the group's first element. With numeric set,
+ * the second element of each pair is a score. Returns -1 on allocation failure.
+ */
+static int canon_unordered(struct canon *cn, const redisReply *r, size_t width, int numeric)
+{
+    size_t n = r->elements / width;
+    redisReply ***g = malloc((n ? n : 1) * sizeof(*g));
+
+    if (!g)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        g[i] = &r->element[i * width];
+    qsort(g, n, sizeof(*g), group_cmp);
+    canon_u64(cn, n);
+    for (size_t i = 0; i < n; i++)
+        for (size_t w = 0; w < width; w++)
+            canon_reply(cn, g[i][w], numeric && w == 1);
+    free(g);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ deep */
+
+#define CMP_ARGV_MAX (2 * CMP_SAMPLES + 2)
+
+/* One command with its binary-safe argv, pointing into caller-owned memory. */
+struct cmd {
+    int argc;
+    const char *argv[CMP_ARGV_MAX];
+    size_t lens[CMP_ARGV_MAX];
+};
+
+/* Text behind *why for messages built at run time; valid until the next call. */
+static _Thread_local char why_buf[192];
+/* The sampling generator (xorshift64*), seeded on first use per thread. */
+static _Thread_local uint64_t rng_state;
+
+static void cmd_add(struct cmd *c, const char *s, size_t len)
+{
+    if (c->argc < CMP_ARGV_MAX) {
+        c->argv[c->argc] = s;
+        c->lens[c->argc] = len;
+        c->argc++;
+    }
+}
+
+/* Starts a command "NAME key". */
+static void cmd_key(struct cmd *c, const char *name, const char *key, size_t len)
+{
+    c->argc = 0;
+    cmd_add(c, name, strlen(name));
+    cmd_add(c, key, len);
+}
+
+static void cmd_add_ll(struct cmd *c, char *buf, size_t bufsz, long long v)
+{
+    int n = snprintf(buf, bufsz, "%lld", v);
+    cmd_add(c, buf, (size_t)n);
+}
+
+static uint64_t rng_next(void)
+{
+    if (!rng_state)
+        rng_state = clock_mono_us() * 0x9E3779B97F4A7C15ull | 1;
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return rng_state * 0x2545F4914F6CDD1Dull;
+}
+
+/* A uniform-enough integer in [0, n) for n > 0. */
+static long long rng_below(long long n)
+{
+    return (long long)(rng_next() % (uint64_t)n);
+}
+
+static void free_replies(redisReply **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (v[i])
+            freeReplyObject(v[i]);
+        v[i] = NULL;
+    }
+}
+
+/* Reads and drops whatever a connection still owes us. */
+static void drain(struct rconn *c)
+{
+    while (rconn_pending(c) > 0) {
+        redisReply *x = rconn_reply(c);
+        if (!x)
+            break;
+        freeReplyObject(x);
+    }
+}
+
+/*
+ * Sends the same n commands to the primary and the replica, pipelined on
+ * each, and reads the replies into pr[] and rr[] (the caller frees them with
+ * free_replies). Returns 0; or -1 when a connection failed, with every reply
+ * freed and *why set. Error replies are replies: see first_error().
+ */
+static int pair_run(struct rconn *p, struct rconn *r, struct cmd *cmds, size_t n, redisReply **pr,
+                    redisReply **rr, const char **why)
+{
+    struct rconn *bad = NULL;
+
+    memset(pr, 0, n * sizeof(*pr));
+    memset(rr, 0, n * sizeof(*rr));
+    for (size_t i = 0; i < n && !bad; i++)
+        if (rconn_append_argv(p, cmds[i].argc, cmds[i].argv, cmds[i].lens) < 0)
+            bad = p;
+    for (size_t i = 0; i < n && !bad; i++)
+        if (rconn_append_argv(r, cmds[i].argc, cmds[i].argv, cmds[i].lens) < 0)
+            bad = r;
+    for (size_t i = 0; i < n && !bad; i++)
+        if (!(pr[i] = rconn_reply(p)))
+            bad = p;
+    for (size_t i = 0; i < n && !bad; i++)
+        if (!(rr[i] = rconn_reply(r)))
+            bad = r;
+    if (!bad)
+        return 0;
+    snprintf(why_buf, sizeof(why_buf), "%s", rconn_errstr(bad));
+    *why = why_buf;
+    drain(p);
+    drain(r);
+    free_replies(pr, n);
+    free_replies(rr, n);
+    return -1;
+}
+
+/*
+ * The first error reply among pr[] and rr[] (WRONGTYPE when the key changed
+ * under us, a command denied by ACL, ...): sets *why and returns 1; else 0.
+ */
+static int first_error(redisReply **pr, redisReply **rr, size_t n, const char **why)
+{
+    for (size_t i = 0; i < 2 * n; i++) {
+        const redisReply *x = i < n ? pr[i] : rr[i - n];
+        if (x->type == REDIS_REPLY_ERROR) {
+            snprintf(why_buf, sizeof(why_buf), "%s: %.*s", i < n ? "primary" : "replica",
+                     (int)(x->len > 150 ? 150 : x->len), x->str);
+            *why = why_buf;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The data types the deep comparison understands. */
+enum dtype { DT_STRING, DT_HASH, DT_SET, DT_ZSET, DT_LIST, DT_STREAM, DT_COUNT };
+
+static const struct dtype_info {
+    const char *name;   /* as TYPE says */
+    const char *lencmd; /* O(1) length */
+    int argc;           /* the whole-value read, with the key as argv[1] */
+    const char *argv[5];
+    size_t width; /* 0 ordered; else sorted groups of this many elements */
+    int numeric;  /* pairs' second element is a score */
+} dtypes[DT_COUNT] = {
+    [DT_STRING] = {"string", "STRLEN", 2, {"GET"}, 0, 0},
+    [DT_HASH] = {"hash", "HLEN", 2, {"HGETALL"}, 2, 0},
+    [DT_SET] = {"set", "SCARD", 2, {"SMEMBERS"}, 1, 0},
+    [DT_ZSET] = {"zset", "ZCARD", 5, {"ZRANGE", NULL, "0", "-1", "WITHSCORES"}, 2, 1},
+    [DT_LIST] = {"list", "LLEN", 4, {"LRANGE", NULL, "0", "-1"}, 0, 0},
+    [DT_STREAM] = {"stream", "XLEN", 4, {"XRANGE", NULL, "-", "+"}, 0, 0},
+};
+
+/*
+ * Reads the whole value on both nodes and digests its canonical form into pc
+ * and rc (already holding the type and length). Returns CMP_EQUAL or
+ * CMP_VALUE, or CMP_ERROR with *why set.
+ */
+static enum cmp_kind deep_whole(struct rconn *p, struct rconn *r, const char *key, size_t len,
+                                const struct dtype_info *t, struct canon *pc, struct canon *rc,
+                                const char **why)
+{
+    struct cmd c = {0};
+    redisReply *pr[1], *rr[1];
+    enum cmp_kind k = CMP_EQUAL;
+
+    for (int i = 0; i < t->argc; i++) {
+        if (i == 1)
+            cmd_add(&c, key, len);
+        else
+            cmd_add(&c, t->argv[i], strlen(t->argv[i]));
+    }
+    if (pair_run(p, r, &c, 1, pr, rr, why) < 0)
+        return CMP_ERROR;
+    if (first_error(pr, rr, 1, why)) {
+        k = CMP_ERROR;
+    } else if (t->width) {
+        if (canon_unordered(pc, pr[0], t->width, t->numeric) < 0 ||
+            canon_unordered(rc, rr[0], t->width, t->numeric) < 0) {
+            *why = "out of memory";
+            k = CMP_ERROR;
+        }
+    } else {
+        canon_reply(pc, pr[0], 0);
+        canon_reply(rc, rr[0], 0);
+        if (!reply_equal(pr[0], rr[0], 0))
+            k = CMP_VALUE;
+    }
+    free_replies(pr, 1);
+    free_replies(rr, 1);
+    return k;
+}
+
+/*
+ * Runs n probe commands on both nodes, feeds the replies into the digests and
+ * compares them pairwise. Returns CMP_EQUAL, CMP_VALUE, or CMP_ERROR.
+ */
+static enum cmp_kind probe(struct rconn *p, struct rconn *r, struct cmd *cmds, size_t n,
+                           int numeric, struct canon *pc, struct canon *rc, const char **why)
+{
+    redisReply *pr[2 * CMP_SAMPLES], *rr[2 * CMP_SAMPLES];
+    enum cmp_kind k = CMP_EQUAL;
+
+    if (n > 2 * CMP_SAMPLES)
+        n = 2 * CMP_SAMPLES;
+    if (pair_run(p, r, cmds, n, pr, rr, why) < 0)
+        return CMP_ERROR;
+    if (first_error(pr, rr, n, why)) {
+        k = CMP_ERROR;
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            canon_reply(pc, pr[i], numeric);
+            canon_reply(rc, rr[i], numeric);
+            if (!reply_equal(pr[i], rr[i], numeric))
+                k = CMP_VALUE;
+        }
+    }
+    free_replies(pr, n);
+    free_replies(rr, n);
+    return k;
+}
+
+/*
+ * Samples of a large string or list: ranges of bytes (GETRANGE) or elements
+ * (LINDEX) at the start, the end and random places, the same on both nodes.
+ */
+static enum cmp_kind sample_positions(struct rconn *p, struct rconn *r, const char *key, size_t len,
+                                      int is_list, long long n, struct canon *pc, struct canon *rc,
+                                      const char **why)
+{
+    struct cmd *cmds = calloc(CMP_SAMPLES, sizeof(*cmds));
+    char nums[CMP_SAMPLES][2][24];
+    long long unit = is_list ? 1 : CMP_RANGE_BYTES;
+    long long slots = (n + unit - 1) / unit; /* positions there are to sample */
+    size_t m = 0;
+    enum cmp_kind k;
+
+    if (!cmds) {
+        *why = "out of memory";
+        return CMP_ERROR;
+    }
+    for (long long i = 0; i < CMP_SAMPLES && i < slots; i++) {
+        long long at = i == 0 ? 0 : i == 1 ? slots - 1 : rng_below(slots);
+        struct cmd *c = &cmds[m];
+        if (is_list) {
+            cmd_key(c, "LINDEX", key, len);
+            cmd_add_ll(c, nums[m][0], sizeof(nums[m][0]), at);
+        } else {
+            cmd_key(c, "GETRANGE", key, len);
+            cmd_add_ll(c, nums[m][0], sizeof(nums[m][0]), at * unit);
+            cmd_add_ll(c, nums[m][1], sizeof(nums[m][1]), at * unit + unit - 1);
+        }
+        m++;
+    }
+    k = probe(p, r, cmds, m, 0, pc, rc, why);
+    free(cmds);
+    return k;
+}
+
+/*
+ * Samples of a large hash, set or zset: random members from each node
+ * (HRANDFIELD, SRANDMEMBER, ZRANDMEMBER with a positive count: distinct),
+ * then, for their union, on both nodes: hash value lengths (HSTRLEN) and the
+ * values short enough to fetch (HMGET); set membership (SMISMEMBER); scores
+ * (ZMSCORE).
+ */
+static enum cmp_kind sample_members(struct rconn *p, struct rconn *r, const char *key, size_t len,
+                                    enum dtype dt, struct canon *pc, struct canon *rc,
+                                    const char **why)
+{
+    static const char *const randcmd[DT_COUNT] = {
+        [DT_HASH] = "HRANDFIELD", [DT_SET] = "SRANDMEMBER", [DT_ZSET] = "ZRANDMEMBER"};
+    struct cmd *cmds = calloc(2 * CMP_SAMPLES + 1, sizeof(*cmds));
+    redisReply *pr[1] = {NULL}, *rr[1] = {NULL};
+    redisReply *lp[2 * CMP_SAMPLES], *lr[2 * CMP_SAMPLES];
+    const redisReply *mem[2 * CMP_SAMPLES];
+    char count[24];
+    size_t nm = 0;
+    enum cmp_kind k = CMP_ERROR;
+
+    if (!cmds) {
+        *why = "out of memory";
+        return CMP_ERROR;
+    }
+    cmd_key(&cmds[0], randcmd[dt], key, len);
+    cmd_add_ll(&cmds[0], count, sizeof(count), CMP_SAMPLES);
+    if (pair_run(p, r, cmds, 1, pr, rr, why) < 0)
+        goto out;
+    if (first_error(pr, rr, 1, why))
+        goto out;
+    if (pr[0]->type != REDIS_REPLY_ARRAY || rr[0]->type != REDIS_REPLY_ARRAY) {
+        *why = "unexpected reply to a random-member command";
+        goto out;
+    }
+    for (size_t s = 0; s < 2; s++) {
+        const redisReply *a = s ? rr[0] : pr[0];
+        for (size_t i = 0; i < a->elements && nm < 2 * CMP_SAMPLES; i++)
+            if (a->element[i]->type == REDIS_REPLY_STRING)
+                mem[nm++] = a->element[i];
+    }
+
+    if (dt == DT_SET || dt == DT_ZSET) {
+        cmd_key(&cmds[0], dt == DT_SET ? "SMISMEMBER" : "ZMSCORE", key, len);
+        for (size_t i = 0; i < nm; i++)
+            cmd_add(&cmds[0], mem[i]->str, (size_t)mem[i]->len);
+        k = nm ? probe(p, r, cmds, 1, dt == DT_ZSET, pc, rc, why) : CMP_EQUAL;
+        goto out;
+    }
+
+    /* Hash: the lengths first, then the values that are not too long to fetch. */
+    for (size_t i = 0; i < nm; i++) {
+        cmd_key(&cmds[i], "HSTRLEN", key, len);
+        cmd_add(&cmds[i], mem[i]->str, (size_t)mem[i]->len);
+    }
+    if (pair_run(p, r, cmds, nm, lp, lr, why) < 0)
+        goto out;
+    k = first_error(lp, lr, nm, why) ? CMP_ERROR : CMP_EQUAL;
+    cmd_key(&cmds[0], "HMGET", key, len);
+    for (size_t i = 0; i < nm && k == CMP_EQUAL; i++) {
+        canon_reply(pc, lp[i], 0);
+        canon_reply(rc, lr[i], 0);
+        if (!reply_equal(lp[i], lr[i], 0))
+            k = CMP_VALUE;
+        else if (lp[i]->type == REDIS_REPLY_INTEGER && lp[i]->integer <= CMP_ELEM_MAX)
+            cmd_add(&cmds[0], mem[i]->str, (size_t)mem[i]->len);
+    }
+    free_replies(lp, nm);
+    free_replies(lr, nm);
+    if (k == CMP_EQUAL && cmds[0].argc > 2)
+        k = probe(p, r, cmds, 1, 0, pc, rc, why);
+out:
+    free_replies(pr, 1);
+    free_replies(rr, 1);
+    free(cmds);
+    return k;
+}
+
+/* The first and the last entry of a large stream on both nodes. */
+static enum cmp_kind sample_stream(struct rconn *p, struct rconn *r, const char *key, size_t len,
+                                   struct canon *pc, struct canon *rc, const char **why)
+{
+    struct cmd cmds[2] = {{0}, {0}};
+    static const char *const first[] = {"-", "+", "COUNT", "1"};
+    static const char *const last[] = {"+", "-", "COUNT", "1"};
+
+    cmd_key(&cmds[0], "XRANGE", key, len);
+    cmd_key(&cmds[1], "XREVRANGE", key, len);
+    for (int i = 0; i < 4; i++) {
+        cmd_add(&cmds[0], first[i], strlen(first[i]));
+        cmd_add(&cmds[1], last[i], strlen(last[i]));
+    }
+    return probe(p, r, cmds, 2, 0, pc, rc, why);
+}
+
+/*
+ * Reads one integer reply per node for "cmd key" (TYPE excepted: see
+ * cmp_deep). Returns 0, or -1 with *why set.
+ */
+static int pair_integer(struct rconn *p, struct rconn *r, const char *name, const char *key,
+                        size_t len, long long *pv, long long *rv, const char **why)
+{
+    struct cmd c;
+    redisReply *pr[1], *rr[1];
+    int rc = 0;
+
+    cmd_key(&c, name, key, len);
+    if (pair_run(p, r, &c, 1, pr, rr, why) < 0)
+        return -1;
+    if (first_error(pr, rr, 1, why)) {
+        rc = -1;
+    } else if (pr[0]->type != REDIS_REPLY_INTEGER || rr[0]->type != REDIS_REPLY_INTEGER) {
+        *why = "unexpected reply to a length command";
+        rc = -1;
+    } else {
+        *pv = pr[0]->integer;
+        *rv = rr[0]->integer;
+    }
+    free_replies(pr, 1);
+    free_replies(rr, 1);
+    return rc;
+}
+
+/*
+ * Reads the type of the key on both nodes into pt and rt. Returns 0, or -1
+ * with *why set.
+ */
+static int pair_type(struct rconn *p, struct rconn *r, const char *key, size_t len, char *pt,
+                     char *rt, size_t sz, const char **why)
+{
+    struct cmd c;
+    redisReply *pr[1], *rr[1];
+    int rc = 0;
+
+    cmd_key(&c, "TYPE", key, len);
+    if (pair_run(p, r, &c, 1, pr, rr, why) < 0)
+        return -1;
+    if (first_error(pr, rr, 1, why)) {
+        rc = -1;
+    } else if (pr[0]->type != REDIS_REPLY_STATUS || rr[0]->type != REDIS_REPLY_STATUS) {
+        *why = "unexpected reply to TYPE";
+        rc = -1;
+    } else {
+        copy_str(pt, sz, pr[0]);
+        copy_str(rt, sz, rr[0]);
+    }
+    free_replies(pr, 1);
+    free_replies(rr, 1);
+    return rc;
+}
+
+/* Whether a value of this type and length may exceed max_value_bytes. */
+static int is_large(const struct cmp_side *ps, const struct cmp_side *rs, enum dtype dt,
+                    long long n, long long max_value_bytes)
+{
+    if (max_value_bytes <= 0)
+        return 0;
+    if (ps->large || rs->large)
+        return 1;
+    if (ps->mem >= 0 && rs->mem >= 0)
+        return 0;
+    /* A side's size is unknown (MEMORY USAGE denied): judge from the length. */
+    if (dt == DT_STRING)
+        return n > max_value_bytes;
+    return n > max_value_bytes / CMP_ELEM_BYTES;
+}
+
+/*
+ * The type-aware comparison. The flow: TYPE on both nodes (a key gone from
+ * either meanwhile is CMP_GONE: the next look decides); the O(1) length on
+ * both; then the whole value, or, for a large one, a bounded sample. The
+ * digests cover the type, the length and what was compared: for a large value
+ * they identify the sample, not the value. *why (thread-local text, valid
+ * until the next call on the thread) says what went wrong for CMP_ERROR and
+ * CMP_SKIPPED, and is NULL otherwise.
+ */
+enum cmp_kind cmp_deep(struct rconn *p, struct rconn *r, const char *key, size_t len,
+                       const struct cmp_side *ps, const struct cmp_side *rs,
+                       long long max_value_bytes, uint64_t *pdigest, uint64_t *rdigest,
+                       const char **why)
+{
+    const char *why_unused;
+    char pt[32], rt[32];
+    struct canon pc = {NULL}, rc = {NULL};
+    long long plen, rlen;
+    enum dtype dt;
+    enum cmp_kind k;
+
+    if (!why)
+        why = &why_unused;
+    *why = NULL;
+    *pdigest = *rdigest = 0;
+    if (pair_type(p, r, key, len, pt, rt, sizeof(pt), why) < 0)
+        return CMP_ERROR;
+    if (strcmp(pt, "none") == 0 || strcmp(rt, "none") == 0) {
+        *why = "the key vanished during the comparison";
+        return CMP_GONE;
+    }
+    if (strcmp(pt, rt) != 0) {
+        *pdigest = nonzero(XXH3_64bits(pt, strlen(pt)));
+        *rdigest = nonzero(XXH3_64bits(rt, strlen(rt)));
+        return CMP_TYPE;
+    }
+    for (dt = 0; dt < DT_COUNT; dt++)
+        if (strcmp(pt, dtypes[dt].name) == 0)
+            break;
+    if (dt == DT_COUNT) {
+        snprintf(why_buf, sizeof(why_buf), "unsupported type %s", pt);
+        *why = why_buf;
+        return CMP_SKIPPED;
+    }
+    if (pair_integer(p, r, dtypes[dt].lencmd, key, len, &plen, &rlen, why) < 0)
+        return CMP_ERROR;
+    if (canon_init(&pc) < 0 || canon_init(&rc) < 0) {
+        canon_free(&pc);
+        *why = "out of memory";
+        return CMP_ERROR;
+    }
+    canon_str(&pc, pt, strlen(pt));
+    canon_str(&rc, rt, strlen(rt));
+    canon_u64(&pc, (uint64_t)plen);
+    canon_u64(&rc, (uint64_t)rlen);
+
+    int large = is_large(ps, rs, dt, plen > rlen ? plen : rlen, max_value_bytes);
+    if (large && plen != rlen)
+        k = CMP_VALUE; /* the length says enough; fetch nothing more */
+    else if (!large)
+        k = deep_whole(p, r, key, len, &dtypes[dt], &pc, &rc, why);
+    else if (dt == DT_STRING || dt == DT_LIST)
+        k = sample_positions(p, r, key, len, dt == DT_LIST, plen, &pc, &rc, why);
+    else if (dt == DT_STREAM)
+        k = sample_stream(p, r, key, len, &pc, &rc, why);
+    else
+        k = sample_members(p, r, key, len, dt, &pc, &rc, why);
+
+    if (k != CMP_ERROR) {
+        *pdigest = nonzero(XXH3_64bits_digest(pc.st));
+        *rdigest = nonzero(XXH3_64bits_digest(rc.st));
+        /* Unordered values are judged by their canonical digests. */
+        if (k == CMP_EQUAL && *pdigest != *rdigest)
+            k = CMP_VALUE;
+    }
+    canon_free(&pc);
+    canon_free(&rc);
+    return k;
+}

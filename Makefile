@@ -88,7 +88,7 @@ FUZZ_CC     ?= clang
 FUZZ_FLAGS  := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRCS)
 	@mkdir -p build-fuzz
-	$(FUZZ_CC) -std=c11 $(FUZZ_FLAGS) $(WARNFLAGS) -Wno-missing-prototypes $(PKG_CFLAGS) \
+	$(FUZZ_CC) -std=c11 $(FUZZ_FLAGS) $(WARNFLAGS) -Wno-unknown-warning-option -Wno-missing-prototypes $(PKG_CFLAGS) \
 	  $(CPPFLAGS) -o $@ $< $(LIB_SRCS) $(ALL_LIBS)
 
 fuzz-replay: $(FUZZERS)

@@ -119,6 +119,14 @@ enum cmp_kind cmp_judge_ttl(const struct cmp_side *p, const struct cmp_side *r,
     return CMP_EQUAL;
 }
 
+/*
+ * The verdict from two fetched sides, in order: an unknown side is an error;
+ * presence decides gone, extra and missing (a primary key within the TTL
+ * tolerance of expiring, or any key under missing-is-divergence no, is not
+ * missing); types known from the fetch decide a type mismatch; payloads that
+ * differ or were not fetched need the deep comparison; equal payloads leave
+ * only the TTL rule.
+ */
 enum cmp_kind cmp_judge(const struct cmp_side *p, const struct cmp_side *r,
                         const struct cmp_opts *o, int *needs_deep)
 {
@@ -259,6 +267,11 @@ static int fetch_chunk(struct rconn *c, const char *const *keys, const size_t *l
     return 0;
 }
 
+/*
+ * Fetches in chunks of CMP_CHUNK keys so the pipelined replies held at once
+ * stay bounded; on a connection failure every side becomes unknown, not just
+ * the chunk's, so a caller never mixes a half-read batch with stale data.
+ */
 int cmp_fetch(struct rconn *c, const char *const *keys, const size_t *lens, size_t n,
               long long max_value_bytes, struct cmp_side *out)
 {

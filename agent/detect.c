@@ -616,15 +616,8 @@ static enum cmp_kind judge_one(struct detect *d, int rep, const char *key, size_
         if (k == CMP_SKIPPED)
             metric_inc(metrics_series1(m_skipped, why && strstr(why, "type") ? "unsupported-type"
                                                                              : "uncomparable"));
-        else if (k == CMP_EQUAL) {
-            /* The values are equal; the TTLs may still differ. */
-            struct cmp_side p2 = *ps, r2 = *rsd;
-            p2.dump = r2.dump = NULL;
-            p2.dumplen = r2.dumplen = 0;
-            p2.large = r2.large = 0;
-            p2.digest = r2.digest = 1;
-            k = cmp_judge(&p2, &r2, &o, &deep);
-        }
+        else if (k == CMP_EQUAL) /* the values are equal; the TTLs may still differ */
+            k = cmp_judge_ttl(ps, rsd, &o);
     }
     *pd = fingerprint(ps, dp);
     *rd = rsd->exists == 1 ? (rsd->digest ? rsd->digest : dr) : 0;

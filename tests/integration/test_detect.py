@@ -15,44 +15,40 @@ from writer import Writer
 BIN_KEY = b"bin\x00key\nwith\xffbytes \xc3\xa9"
 
 
-def inject_native(primary, replica):
-    """Writes keys on the primary, then makes the (writable) replica differ."""
-    p, r = primary.client(), replica.client()
-    r.config_set("replica-read-only", "no")
-    p.set("k:value", "primary")
-    p.set("k:missing", "primary")
-    p.set("k:type", "a string")
-    p.set("k:ttl", "same")
-    p.hset("k:same-hash", mapping={"a": 1, "b": 2})
-    p.set(BIN_KEY, "primary")
-    for i in range(200):
-        p.set("k:filler:%d" % i, i)
-    wait_for(lambda: r.dbsize() == p.dbsize() - 0 and r.get(BIN_KEY) == b"primary",
-             what="replica synced")
-    r.set("k:value", "replica")
-    r.delete("k:missing")
-    r.delete("k:type")
-    r.hset("k:type", "f", "v")
-    r.expire("k:ttl", 500)
-    r.set("k:extra", "only here")
-    r.set(BIN_KEY, "replica")
-
-
-def inject_cache(primary, cache):
-    p, c = primary.client(), cache.client()
-    for k, v in [("k:value", "primary"), ("k:missing", "primary"), ("k:type", "s"),
-                 ("k:ttl", "same"), (BIN_KEY, "primary")]:
-        p.set(k, v)
+def write_keys(primary):
+    """The keys every test starts from, written on the primary and published."""
+    p = primary.client()
+    keys = [b"k:value", b"k:missing", b"k:type", b"k:ttl", BIN_KEY]
+    keys += [b"k:filler:%d" % i for i in range(200)]
+    for k in keys:
+        p.set(k, b"primary")
         p.publish("cache_update", k)
-    wait_for(lambda: c.get(BIN_KEY) == b"primary" and c.get("k:ttl") == b"same",
-             what="cache synced")
+    p.hset("k:same-hash", mapping={"a": 1, "b": 2})
+    p.publish("cache_update", "k:same-hash")
+    return p.dbsize()
+
+
+def tamper(server, synced_dbsize):
+    """Makes a copy differ from the primary in every way there is."""
+    c = server.client()
+    wait_for(lambda: c.dbsize() >= synced_dbsize and c.get(BIN_KEY) == b"primary",
+             what="%s in step before tampering" % server.name)
+    c.config_set("replica-read-only", "no")
     c.set("k:value", "stale")
     c.delete("k:missing")
     c.delete("k:type")
-    c.rpush("k:type", "x")
+    c.hset("k:type", "f", "v")
     c.expire("k:ttl", 500)
     c.set("k:extra", "only here")
     c.set(BIN_KEY, "stale")
+
+
+def inject_native(primary, replica):
+    tamper(replica, write_keys(primary))
+
+
+def inject_cache(primary, cache):
+    tamper(cache, write_keys(primary))
 
 
 EXPECTED = {b"k:value": "value", b"k:missing": "missing", b"k:type": "type", b"k:ttl": "ttl",
@@ -149,8 +145,9 @@ def test_daemon_finds_records_and_resolves(h):
     replica = h.replica("replica", primary)
     cache = h.redis("cache")
     h.sync(primary, cache)
-    inject_native(primary, replica)
-    inject_cache(primary, cache)
+    n = write_keys(primary)
+    tamper(replica, n)
+    tamper(cache, n)
     agent = Agent(h, primary, [("r1", replica, "native"), ("c1", cache, "pubsub")],
                   extra="sample-modes scan replica-scan\n")
     wait_for(lambda: agent.status()["detection"]["open_divergences"] >= 12, timeout=30,

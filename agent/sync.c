@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <xxhash.h>
 
 #define SYNC_PENDING_MAX  100000            /* keys kept while the cache is down */
@@ -398,18 +399,27 @@ static void apply_keys(struct syncer *s, const struct kentry *ents, size_t n)
              rconn_append_argv(s->sy_rd, 2, pttl, lens) == 0;
     }
     ok = ok && rconn_append(s->sy_rd, "EXEC") == 0;
+    int transient = 0; /* a command was refused for now (LOADING): EXEC aborts */
     for (i = 0; ok && i < 2 * n + 2; i++) {
         r = rconn_reply(s->sy_rd);
-        if (!r)
+        if (!r) {
             ok = 0;
-        else if (i == 2 * n + 1)
+        } else if (i == 2 * n + 1) {
             exec = r;
-        else
+        } else {
+            if (r->type == REDIS_REPLY_ERROR && transient_error(r->str))
+                transient = 1;
             freeReplyObject(r);
+        }
     }
     if (!ok) {
         snprintf(why, sizeof(why), "reading from the primary failed (%s)", rconn_errstr(s->sy_rd));
         pend_all(s, ents, n, why);
+        return;
+    }
+    if (exec->type != REDIS_REPLY_ARRAY && transient) {
+        pend_all(s, ents, n, "the primary cannot serve reads now (loading or busy)");
+        freeReplyObject(exec);
         return;
     }
     if (exec->type != REDIS_REPLY_ARRAY || exec->elements != 2 * n) {

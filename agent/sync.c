@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <xxhash.h>
 
 #define SYNC_PENDING_MAX  100000            /* keys kept while the cache is down */
@@ -39,6 +40,7 @@
 #define SYNC_STATS_US     (60 * 1000000ULL) /* a stats line at most this often */
 #define SYNC_LOG_PER_SEC  10                /* warnings of one kind per second */
 #define SYNC_EXCERPT      81                /* log excerpts: 80 bytes + NUL */
+#define SYNC_RETRY_US     (200 * 1000ULL)   /* between retry rounds of the pending set */
 
 /*
  * The json SET, run on the cache: json carries strings only, so a key that
@@ -240,7 +242,7 @@ struct syncer {
 
     /* the batch being built */
     struct bmsg *sy_batch;
-    size_t sy_nbatch, sy_batchcap;
+    size_t sy_nbatch;
     struct keyset sy_bkeys;
     size_t *sy_last; /* json: the last message per batch key */
 
@@ -248,7 +250,8 @@ struct syncer {
     struct keyset sy_pending;  /* new failures go here */
     struct keyset sy_flushing; /* being retried, from sy_flush_next on */
     size_t sy_flush_next;
-    int sy_down_logged; /* "cache/primary unreachable" said for this outage */
+    uint64_t sy_next_round_us; /* no new retry round before this (monotonic) */
+    int sy_down_logged;        /* "cache/primary unreachable" said for this outage */
     int sy_overflow_logged;
 
     char sy_sha[48]; /* the json SET script's SHA1 on the cache, "" until loaded */
@@ -338,6 +341,16 @@ static void write_failed(struct syncer *s, const struct kentry *e, const char *w
                   err);
 }
 
+/* True for error replies that mean "not now" (loading, busy script, ...), not "never". */
+static int transient_error(const char *err)
+{
+    static const char *const prefixes[] = {"LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN"};
+    for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++)
+        if (!strncmp(err, prefixes[i], strlen(prefixes[i])))
+            return 1;
+    return 0;
+}
+
 /* Says the cache and the reader are fine again, once after an outage. */
 static void sides_up(struct syncer *s)
 {
@@ -386,18 +399,27 @@ static void apply_keys(struct syncer *s, const struct kentry *ents, size_t n)
              rconn_append_argv(s->sy_rd, 2, pttl, lens) == 0;
     }
     ok = ok && rconn_append(s->sy_rd, "EXEC") == 0;
+    int transient = 0; /* a command was refused for now (LOADING): EXEC aborts */
     for (i = 0; ok && i < 2 * n + 2; i++) {
         r = rconn_reply(s->sy_rd);
-        if (!r)
+        if (!r) {
             ok = 0;
-        else if (i == 2 * n + 1)
+        } else if (i == 2 * n + 1) {
             exec = r;
-        else
+        } else {
+            if (r->type == REDIS_REPLY_ERROR && transient_error(r->str))
+                transient = 1;
             freeReplyObject(r);
+        }
     }
     if (!ok) {
         snprintf(why, sizeof(why), "reading from the primary failed (%s)", rconn_errstr(s->sy_rd));
         pend_all(s, ents, n, why);
+        return;
+    }
+    if (exec->type != REDIS_REPLY_ARRAY && transient) {
+        pend_all(s, ents, n, "the primary cannot serve reads now (loading or busy)");
+        freeReplyObject(exec);
         return;
     }
     if (exec->type != REDIS_REPLY_ARRAY || exec->elements != 2 * n) {
@@ -454,7 +476,10 @@ static void apply_keys(struct syncer *s, const struct kentry *ents, size_t n)
             ok = 0;
             break;
         }
-        if (r->type == REDIS_REPLY_ERROR)
+        if (r->type == REDIS_REPLY_ERROR && transient_error(r->str)) {
+            snprintf(why, sizeof(why), "the cache cannot take writes now (%.100s)", r->str);
+            pend_all(s, &ents[i], 1, why);
+        } else if (r->type == REDIS_REPLY_ERROR)
             write_failed(s, &ents[i], state[i] == 1 ? "DEL" : "RESTORE", r->str);
         else
             STAT_ADD(s, ss_applied, ents[i].ke_nmsg);
@@ -480,16 +505,18 @@ static void apply_keys(struct syncer *s, const struct kentry *ents, size_t n)
 static int flush_pending(struct syncer *s)
 {
     if (s->sy_flush_next >= s->sy_flushing.ks_n) {
+        uint64_t now = clock_mono_us();
         keyset_clear(&s->sy_flushing);
         s->sy_flush_next = 0;
-        if (!s->sy_pending.ks_n)
+        /* A round at most every SYNC_RETRY_US, and only when both sides answer. */
+        if (!s->sy_pending.ks_n || now < s->sy_next_round_us)
             return 0;
-        /* Try only when both sides answer, else keep waiting. */
         if (rconn_ensure(s->sy_rd) < 0 || rconn_ensure(s->sy_wr) < 0)
             return 0;
         log_info("applying %zu keys that changed while the cache or the primary was unreachable",
                  s->sy_pending.ks_n);
         keyset_swap(&s->sy_pending, &s->sy_flushing);
+        s->sy_next_round_us = now + SYNC_RETRY_US;
     }
     size_t n = s->sy_flushing.ks_n - s->sy_flush_next;
     if (n > (size_t)s->sy_cfg->sync_batch)
@@ -502,22 +529,31 @@ static int flush_pending(struct syncer *s)
     STAT_SUB(s, ss_pending_msgs, msgs);
     s->sy_flush_next += n;
     apply_keys(s, ents, n);
-    return s->sy_flush_next < s->sy_flushing.ks_n || s->sy_pending.ks_n > 0;
+    return s->sy_flush_next < s->sy_flushing.ks_n;
 }
 
-/* Loads the json SET script on the cache; 0 when s->sy_sha is set. */
-static int load_script(struct syncer *s)
+/*
+ * Loads the json SET script on the cache. Returns 0 when s->sy_sha is set,
+ * else -1 with the reason in why.
+ */
+static int load_script(struct syncer *s, char *why, size_t whylen)
 {
     redisReply *r = rconn_command(s->sy_wr, "SCRIPT LOAD %s", sync_set_script);
     int rc = -1;
 
-    if (r && r->type == REDIS_REPLY_STRING && r->len < sizeof(s->sy_sha)) {
+    if (!r) {
+        snprintf(why, whylen, "cache unreachable (%s)", rconn_errstr(s->sy_wr));
+        return -1;
+    }
+    if (r->type == REDIS_REPLY_STRING && r->len < sizeof(s->sy_sha)) {
         memcpy(s->sy_sha, r->str, r->len);
         s->sy_sha[r->len] = '\0';
         rc = 0;
+    } else {
+        snprintf(why, whylen, "SCRIPT LOAD on the cache failed (%.150s)",
+                 r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
     }
-    if (r)
-        freeReplyObject(r);
+    freeReplyObject(r);
     return rc;
 }
 
@@ -601,11 +637,13 @@ static void apply_json(struct syncer *s)
             nvalid++;
     if (!nvalid)
         return;
-    if (rconn_ensure(s->sy_wr) < 0 || (!s->sy_sha[0] && load_script(s) < 0)) {
+    char why[256];
+    if (rconn_ensure(s->sy_wr) < 0)
+        snprintf(why, sizeof(why), "cache unreachable (%s)", rconn_errstr(s->sy_wr));
+    if (!rconn_connected(s->sy_wr) || (!s->sy_sha[0] && load_script(s, why, sizeof(why)) < 0)) {
         STAT_ADD(s, ss_failed, nvalid);
         if (ratelimit_allow(&s->sy_rl_failed))
-            log_warnx("cache unreachable (%s): %zu json messages lost", rconn_errstr(s->sy_wr),
-                      nvalid);
+            log_warnx("%s: %zu json messages lost", why, nvalid);
         return;
     }
     send = malloc(2 * s->sy_nbatch * sizeof(*send));
@@ -910,7 +948,6 @@ static int syncer_init(struct syncer *s, struct config *cfg)
     s->sy_wr = rconn_new(&cfg->cache, &o, &s->sy_cnode);
     s->sy_batch = calloc(cap, sizeof(*s->sy_batch));
     s->sy_last = calloc(cap, sizeof(*s->sy_last));
-    s->sy_batchcap = cap;
     s->sy_pending.ks_owns = 1;
     s->sy_flushing.ks_owns = 1;
     s->sy_rl_malformed.rl_what = "malformed-message";

@@ -70,12 +70,12 @@ void syncmsg_free(struct syncmsg *m);
 char *syncmsg_encode_json(const struct syncmsg *m, size_t *outlen);
 
 /*
- * Builds the message that tells subscribers key changed, in format fmt: the
- * raw key for the key format, a REFRESH is not expressible in json, so for
- * json m must be a SET or DEL (see syncmsg_encode_json). For the key format
- * only m->sm_key is used. Returns a malloc'd buffer (NUL-terminated, *outlen
- * its length without the NUL) the caller frees, or NULL (empty or too long
- * key, wrong op, no memory).
+ * Builds the message that tells subscribers a key changed, in format fmt.
+ * For the key format it is the raw key (only m->sm_key is used, any op); for
+ * json, m must be a SET or DEL (see syncmsg_encode_json), since json has no
+ * "re-read this key" op. Returns a malloc'd buffer (NUL-terminated, *outlen
+ * its length without the NUL) the caller frees with free(), or NULL (empty
+ * or too long key, wrong op, no memory).
  */
 char *syncmsg_encode(enum msg_format fmt, const struct syncmsg *m, size_t *outlen);
 

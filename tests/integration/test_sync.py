@@ -422,3 +422,25 @@ def test_sigint_exits_cleanly(h):
     assert s.p.returncode == 0, s.output()
     assert "sync summary: received=0" in s.output()
     assert os.path.exists(s.logpath)
+
+
+def test_pending_set_bound_while_cache_down(h):
+    primary, cache = h.redis("primary"), h.redis("cache")
+    s = h.sync(primary, cache)
+    cache.stop()
+    r = primary.client()
+    n = 100000 + 100  # the pending set keeps 100000 keys
+    p = r.pipeline(transaction=False)
+    for i in range(n):
+        p.publish(CHANNEL, b"absent:%d" % i)
+        if i % 5000 == 4999:
+            p.execute()
+    p.execute()
+    wait_for(lambda: "pending set full (100000 keys" in s.output(), timeout=30,
+             what="the overflow warning")
+    cache.start()
+    wait_for(lambda: "pending keys applied" in s.output(), timeout=30,
+             what="the pending keys to be applied")
+    st = stop_clean(s)
+    assert st["received"] == n and st["pending_dropped"] == 100, st
+    assert st["applied"] == 100000 and st["failed"] == 100 and st["pending_keys"] == 0, st

@@ -19,6 +19,8 @@
  * are lost (pub/sub keeps nothing); the loss is logged with its duration.
  */
 #include "sync.h"
+#include "http.h"
+#include "metrics.h"
 #include "clock.h"
 #include "cmds.h"
 #include "config.h"
@@ -772,6 +774,17 @@ static int sub_ensure(struct syncer *s)
         }
     }
     if (!s->sy_sub_sent) {
+        /* The agent tells which cache has a subscriber by this name. */
+        char name[CFG_HOST_MAX + 32];
+        snprintf(name, sizeof(name), "keydrift-sync:%s:%d", s->sy_cfg->cache.host,
+                 s->sy_cfg->cache.port);
+        const char *nargv[3] = {"CLIENT", "SETNAME", name};
+        redisReply *nr = rconn_argv(s->sy_sub, 3, nargv, NULL);
+        if (!nr) {
+            sub_lost(s, rconn_errstr(s->sy_sub));
+            return -1;
+        }
+        freeReplyObject(nr); /* an error (e.g. ACL) only costs the name */
         const char *argv[2] = {"SUBSCRIBE", s->sy_cfg->channel};
         if (rconn_append_argv(s->sy_sub, 2, argv, NULL) < 0) {
             sub_lost(s, rconn_errstr(s->sy_sub));
@@ -924,6 +937,86 @@ static void sync_loop(struct syncer *s)
 }
 
 /* Creates the connections and buffers; 0, or -1 when out of memory. */
+/* ------------------------------------------------------------ metrics */
+
+static struct metric_family *m_msgs, *m_batches, *m_coalesced, *m_pending, *m_dropped, *m_resubs,
+    *m_down;
+
+/* Copies the subscriber's counters into the registry at every scrape. */
+static void sync_collect(void *arg)
+{
+    struct sync_stats *st = arg;
+    const struct {
+        const char *outcome;
+        atomic_ullong *v;
+    } outcomes[] = {{"received", &st->ss_received},
+                    {"applied", &st->ss_applied},
+                    {"malformed", &st->ss_malformed},
+                    {"failed", &st->ss_failed}};
+
+    for (size_t i = 0; i < sizeof(outcomes) / sizeof(outcomes[0]); i++)
+        metric_set(metrics_series1(m_msgs, outcomes[i].outcome),
+                   (double)atomic_load(outcomes[i].v));
+    metric_set(metrics_series0(m_batches), (double)atomic_load(&st->ss_batches));
+    metric_set(metrics_series0(m_coalesced), (double)atomic_load(&st->ss_coalesced));
+    metric_set(metrics_series0(m_pending), (double)atomic_load(&st->ss_pending_keys));
+    metric_set(metrics_series0(m_dropped), (double)atomic_load(&st->ss_pending_dropped));
+    metric_set(metrics_series0(m_resubs), (double)atomic_load(&st->ss_resubscribes));
+    metric_set(metrics_series0(m_down), (double)atomic_load(&st->ss_sub_down_us) / 1e6);
+}
+
+/*
+ * Serves the subscriber's own /metrics and /healthz on sync-metrics-listen.
+ * Returns the running server, or NULL with a reason in err.
+ */
+static struct http_server *start_metrics(struct syncer *s, const struct config *cfg, char *err,
+                                         size_t errlen)
+{
+    static const char *const ol[] = {"outcome"};
+    struct http_opts o = {.listen = cfg->sync_metrics_listen,
+                          .max_connections = 64,
+                          .per_ip_connections = 64,
+                          .timeout_ms = cfg->http_timeout,
+                          .max_body = 1024};
+    struct http_server *h;
+
+    m_msgs = metrics_family("keydrift_sync_messages_total",
+                            "Messages on the channel by outcome (received, applied, malformed, "
+                            "failed).",
+                            METRIC_COUNTER, 1, ol);
+    m_batches =
+        metrics_family("keydrift_sync_batches_total",
+                       "Batches applied (one pipeline to each side).", METRIC_COUNTER, 0, NULL);
+    m_coalesced = metrics_family("keydrift_sync_coalesced_total",
+                                 "Messages merged with a later one for the same key in a batch.",
+                                 METRIC_COUNTER, 0, NULL);
+    m_pending = metrics_family("keydrift_sync_pending_keys",
+                               "Keys waiting for the cache to come back (key format).",
+                               METRIC_GAUGE, 0, NULL);
+    m_dropped = metrics_family("keydrift_sync_pending_dropped_total",
+                               "Keys not kept while the cache was down (pending set full).",
+                               METRIC_COUNTER, 0, NULL);
+    m_resubs =
+        metrics_family("keydrift_sync_resubscribes_total",
+                       "Subscriptions re-established after a loss.", METRIC_COUNTER, 0, NULL);
+    m_down = metrics_family("keydrift_sync_subscription_down_seconds_total",
+                            "Time the subscription was down; updates published then were lost.",
+                            METRIC_COUNTER, 0, NULL);
+    metrics_register_process();
+    metrics_add_collector(sync_collect, &s->sy_stats);
+    h = http_new(&o);
+    if (!h) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    http_add_metrics_routes(h);
+    if (http_start(h, err, errlen) < 0) {
+        http_free(h);
+        return NULL;
+    }
+    return h;
+}
+
 static int syncer_init(struct syncer *s, struct config *cfg)
 {
     struct rconn_opts o = {
@@ -1031,10 +1124,6 @@ int cmd_sync(int argc, char **argv)
         log_init("keydrift", 1);
     if (cfg.log_level && log_level_parse(cfg.log_level, &lvl) == 0)
         log_set_level(lvl);
-    if (cfg.sync_metrics_listen && *cfg.sync_metrics_listen)
-        log_warnx("sync-metrics-listen %s: this build serves no metrics endpoint for sync; the "
-                  "counters are logged every minute and at exit",
-                  cfg.sync_metrics_listen);
     if (cfg.ndbs > 1)
         log_warnx("option 'db': sync serves one database; using db %d", cfg.dbs[0]);
 
@@ -1045,15 +1134,22 @@ int cmd_sync(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
 
+    struct http_server *http = NULL;
     if (syncer_init(&s, &cfg) < 0) {
         log_errorx("out of memory");
         rc = 1;
+    } else if (cfg.sync_metrics_listen && *cfg.sync_metrics_listen &&
+               (http = start_metrics(&s, &cfg, err, sizeof(err))) == NULL) {
+        log_errorx("sync-metrics-listen %s: %s", cfg.sync_metrics_listen, err);
+        rc = 2;
     } else {
         sync_loop(&s);
         log_stats(&s, 1);
         ratelimit_flush(&s.sy_rl_malformed, 1);
         ratelimit_flush(&s.sy_rl_failed, 1);
     }
+    http_free(http);
+    metrics_shutdown();
     syncer_free(&s);
     cfg_free(&cfg);
     return rc;

@@ -444,3 +444,31 @@ def test_pending_set_bound_while_cache_down(h):
     st = stop_clean(s)
     assert st["received"] == n and st["pending_dropped"] == 100, st
     assert st["applied"] == 100000 and st["failed"] == 100 and st["pending_keys"] == 0, st
+
+
+def test_sync_metrics_endpoint_and_client_name(h):
+    import subprocess
+    from harness import free_port, http_get, parse_metrics
+    primary = h.redis("primary")
+    cache = h.redis("cache")
+    port = free_port()
+    h.sync(primary, cache, "--sync-metrics-listen", "127.0.0.1:%d" % port)
+    p = primary.client()
+    names = [c.get("name") for c in p.client_list(_type="pubsub")]
+    assert "keydrift-sync:%s" % cache.addr in names, names
+    for i in range(10):
+        p.set("m:%d" % i, i)
+        p.publish("cache_update", "m:%d" % i)
+    p.publish("cache_update", "")  # malformed: empty key
+    url = "http://127.0.0.1:%d/metrics" % port
+
+    def scraped():
+        st, hdr, body = http_get(url)
+        m = parse_metrics(body.decode())
+        return m.get(("keydrift_sync_messages_total", frozenset({("outcome", "applied")}))) == 10 \
+            and (body, m)
+    body, m = wait_for(scraped, what="applied=10 on /metrics")
+    assert m[("keydrift_sync_messages_total", frozenset({("outcome", "received")}))] == 11
+    assert m[("keydrift_sync_messages_total", frozenset({("outcome", "malformed")}))] == 1
+    r = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True)
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -51,6 +51,7 @@ struct cfg_option {
 
 static const char *const fmt_names[] = {"key", "json", NULL};
 static const char *const repair_names[] = {"off", "manual", "auto", NULL};
+static const char *const pubsub_strategy_names[] = {"publish", "write", NULL};
 static const char *const logt_names[] = {"stderr", "syslog", NULL};
 static const char *const kind_names[] = {"native", "pubsub", NULL};
 static const char *const disc_names[] = {"static", "sentinel", "cluster", NULL};
@@ -110,6 +111,10 @@ static const struct cfg_option cfg_options[] = {
     /* repair */
     {"repair", T_ENUM, FIELD(repair), 0, 0, "manual", repair_names, NULL, NULL, 0},
     {"repair-max-per-sec", T_INT, FIELD(repair_max_per_sec), 1, 1000000, "100", NULL, NULL, NULL, 0},
+    {"repair-pubsub-strategy", T_ENUM, FIELD(repair_pubsub_strategy), 0, 0, "publish",
+     pubsub_strategy_names, NULL, NULL, 0},
+    {"repair-verify-timeout", T_DURATION, FIELD(repair_verify_timeout), 100, 600000, "5s", NULL,
+     NULL, NULL, 0},
     {"repair-dry-run", T_BOOL, FIELD(repair_dry_run), 0, 0, "no", NULL, NULL, NULL, 0},
     {"repair-max-share", T_RATIO, FIELD(repair_max_share), 0, 0, "5%", NULL, NULL, NULL, 0},
     /* storage */

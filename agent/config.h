@@ -28,6 +28,7 @@ enum replica_kind { REPLICA_NATIVE, REPLICA_PUBSUB };
 enum msg_format { FMT_KEY, FMT_JSON };
 enum discovery { DISCOVERY_STATIC, DISCOVERY_SENTINEL, DISCOVERY_CLUSTER };
 enum repair_policy { REPAIR_OFF, REPAIR_MANUAL, REPAIR_AUTO };
+enum pubsub_strategy { PUBSUB_PUBLISH, PUBSUB_WRITE };
 enum log_target { LOGT_STDERR, LOGT_SYSLOG };
 
 /* Sampling modes, a bit set. */
@@ -91,6 +92,8 @@ struct config {
     /* repair */
     enum repair_policy repair;
     long long repair_max_per_sec;
+    enum pubsub_strategy repair_pubsub_strategy;
+    long long repair_verify_timeout;
     int repair_dry_run;
     double repair_max_share;
 

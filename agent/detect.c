@@ -8,7 +8,10 @@
 #include "lag.h"
 #include "log.h"
 #include "metrics.h"
+#include "repair.h"
 #include "store.h"
+#include "textenc.h"
+#include "webhook.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -26,11 +29,41 @@
 #define REVERIFY_US      2000000u
 #define SETTLE_MARGIN_US 2000000u
 #define MAX_RESAMPLES    5
+#define JOBS_MAX         256
+#define JOB_KEYS_MAX     1000
+#define GUARD_SECONDS    60
+#define GUARD_MIN_KEYS   200
+#define REPAIR_RETRY_US  30000000u
+
+enum job_state { JOB_QUEUED, JOB_RUNNING, JOB_DONE };
+static const char *const job_state_names[] = {"queued", "running", "done"};
+
+struct job_item {
+    char *key;
+    size_t len;
+    int rep;             /* -1: every replica where it is open */
+    const char *outcome; /* NULL while pending */
+    const char *strategy;
+    char error[160];
+};
+
+struct job {
+    int64_t id;
+    enum job_state state;
+    enum repair_trigger trigger;
+    int all_open;
+    int rep; /* -1: all */
+    struct job_item *items;
+    int nitems, cap, ndone;
+    uint64_t created_ms;
+};
 
 static const char *const state_names[] = {"suspect", "confirmed", "repairing", "resolved",
                                           "cleared"};
-static const char *const mode_names[] = {"scan", "replica-scan", "random", "watch", "recheck"};
-enum mode { M_SCAN, M_REPLICA_SCAN, M_RANDOM, M_WATCH, M_RECHECK, M_COUNT };
+static const char *const mode_names[] = {"scan",  "replica-scan", "random",
+                                         "watch", "recheck",      "request"};
+enum mode { M_SCAN, M_REPLICA_SCAN, M_RANDOM, M_WATCH, M_RECHECK, M_REQUEST, M_COUNT };
+static const char *const trigger_names[] = {"auto", "api", "cli"};
 
 const char *detect_state_name(enum div_state s)
 {
@@ -62,6 +95,13 @@ struct div {
     enum mode d_found;
     long d_random_slot; /* random: the sample's slot in the ratio window, -1 */
     int d_resamples;
+    /* repair */
+    uint64_t d_repair_started_us; /* monotonic; while REPAIRING */
+    uint64_t d_next_repair_mono;  /* auto-repair: not before */
+    int64_t d_job;                /* the job waiting for this repair, 0 none */
+    int d_item;
+    enum repair_trigger d_trigger;
+    const char *d_strategy;
 };
 
 struct bucket { /* token bucket over every agent command on one node */
@@ -127,6 +167,22 @@ struct detect {
     struct detect_progress d_prog;
     int d_done;
     pthread_cond_t d_done_cv;
+
+    /* repair jobs (any thread submits; the engine runs them) */
+    pthread_mutex_t d_jmu;
+    pthread_cond_t d_jcv;
+    struct job *d_jobs[JOBS_MAX]; /* by id % JOBS_MAX */
+    int64_t d_next_job;
+    struct div *d_repairing; /* written, waiting for verification */
+    double d_repair_tokens;
+    uint64_t d_repair_last_us;
+    /* the mass-repair guard */
+    int d_paused;
+    char d_paused_why[200];
+    char d_run_id[48];
+    uint64_t d_prev_dbsize;
+    uint64_t d_win_checked[GUARD_SECONDS], d_win_confirmed[GUARD_SECONDS];
+    uint64_t d_win_sec;
 };
 
 /* ------------------------------------------------------------ metrics */
@@ -134,6 +190,25 @@ struct detect {
 static struct metric_family *m_checked, *m_suspected, *m_confirmed, *m_open, *m_ratio, *m_delay,
     *m_cycles, *m_progress, *m_cycle_dur, *m_skipped, *m_resolved, *m_cleared, *m_watch_on,
     *m_watch_gaps, *m_watch_q, *m_watch_drop;
+
+static struct metric_family *m_repairs, *m_repair_dur, *m_repair_paused;
+
+static void repair_metrics_init(void)
+{
+    static const char *const rso[] = {"replica", "strategy", "outcome"};
+    static const double buckets[] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+
+    m_repairs = metrics_family("keydrift_repairs_total",
+                               "Repairs by replica, strategy and outcome (repaired, failed, "
+                               "skipped, dry-run).",
+                               METRIC_COUNTER, 3, rso);
+    m_repair_dur = metrics_histogram("keydrift_repair_duration_seconds",
+                                     "Time from a repair's start to its verification.", 0, NULL,
+                                     buckets, (int)(sizeof(buckets) / sizeof(buckets[0])));
+    m_repair_paused = metrics_family("keydrift_repair_paused",
+                                     "1 while auto-repair is paused by the mass-repair guard.",
+                                     METRIC_GAUGE, 0, NULL);
+}
 
 void detect_metrics_init(void)
 {
@@ -197,6 +272,7 @@ void detect_metrics_init(void)
     m_watch_q =
         metrics_family("keydrift_watch_queue_length",
                        "Written keys waiting for their verification.", METRIC_GAUGE, 0, NULL);
+    repair_metrics_init();
     m_watch_drop = metrics_family("keydrift_watch_dropped_total",
                                   "Written keys not verified because the queue was full.",
                                   METRIC_COUNTER, 0, NULL);
@@ -499,6 +575,9 @@ static void open_count(struct detect *d, int rep, enum cmp_kind k, int delta)
 }
 
 static void random_result(struct detect *d, int rep, long slot, int divergent);
+static void finish_repair(struct detect *d, struct div *v, const char *outcome, const char *error);
+static void guard_count(struct detect *d, uint64_t checked, uint64_t confirmed);
+static void guard_pause(struct detect *d, const char *why);
 
 static void confirm(struct detect *d, struct div *v)
 {
@@ -519,6 +598,9 @@ static void confirm(struct detect *d, struct div *v)
             m_confirmed, d->d_cfg->replicas[v->d_rep].name, cmp_kind_name(v->d_kind));
     metric_inc(rs->rs_confirmed[v->d_kind]);
     open_count(d, v->d_rep, v->d_kind, +1);
+    pthread_mutex_lock(&d->d_jmu);
+    guard_count(d, 0, 1);
+    pthread_mutex_unlock(&d->d_jmu);
     if (v->d_write_mono)
         metric_observe(metrics_series0(m_delay), (double)(clock_mono_us() - v->d_write_mono) / 1e6);
     if (v->d_random_slot >= 0)
@@ -529,6 +611,12 @@ static void confirm(struct detect *d, struct div *v)
                mode_names[v->d_found]);
     put_record(d, v, NULL, 0);
     report(d, v, NULL);
+    char *kt = text_escape(v->d_key, v->d_keylen);
+    webhook_event("divergence_confirmed",
+                  json_pack("{s:I,s:s,s:s,s:s,s:s}", "id", (json_int_t)v->d_id, "replica",
+                            d->d_cfg->replicas[v->d_rep].name, "key", kt ? kt : "", "kind",
+                            cmp_kind_name(v->d_kind), "found_by", mode_names[v->d_found]));
+    free(kt);
 }
 
 static void clear_suspect(struct detect *d, struct div *v)
@@ -540,6 +628,11 @@ static void clear_suspect(struct detect *d, struct div *v)
 static void resolve(struct detect *d, struct div *v, const char *resolution)
 {
     char kesc[128];
+
+    if (v->d_state == DIV_REPAIRING) { /* equal again after our write */
+        resolution = "repaired";
+        finish_repair(d, v, "repaired", NULL);
+    }
 
     open_count(d, v->d_rep, v->d_kind, -1);
     v->d_state = DIV_RESOLVED;
@@ -758,6 +851,11 @@ out:
     pthread_mutex_lock(&d->d_pmu);
     d->d_prog.keys_checked += (uint64_t)b->n;
     pthread_mutex_unlock(&d->d_pmu);
+    if (m != M_RECHECK) {
+        pthread_mutex_lock(&d->d_jmu);
+        guard_count(d, (uint64_t)b->n, 0);
+        pthread_mutex_unlock(&d->d_jmu);
+    }
     return rc;
 }
 
@@ -904,12 +1002,24 @@ static void cycle_start(struct detect *d)
     redisReply *r = rconn_command(d->d_p, "DBSIZE");
     d->d_cycle_start_us = clock_mono_us();
     d->d_cycle_keys = 0;
+    uint64_t n = r && r->type == REDIS_REPLY_INTEGER ? (uint64_t)r->integer : 0;
     pthread_mutex_lock(&d->d_pmu);
-    d->d_prog.keys_in_db = r && r->type == REDIS_REPLY_INTEGER ? (uint64_t)r->integer : 0;
+    d->d_prog.keys_in_db = n;
     d->d_prog.scan_progress = 0;
     pthread_mutex_unlock(&d->d_pmu);
     if (r)
         freeReplyObject(r);
+    /* A primary that lost most of its keys must not wipe its caches. */
+    pthread_mutex_lock(&d->d_jmu);
+    uint64_t prev = d->d_prev_dbsize;
+    d->d_prev_dbsize = n;
+    pthread_mutex_unlock(&d->d_jmu);
+    if (prev >= 100 && n < prev / 2 && !d->d_o.one_pass) {
+        char why[160];
+        snprintf(why, sizeof(why), "the primary's key count dropped from %llu to %llu",
+                 (unsigned long long)prev, (unsigned long long)n);
+        guard_pause(d, why);
+    }
 }
 
 static void cycle_end(struct detect *d)
@@ -1211,6 +1321,596 @@ static int watch_step(struct detect *d)
     return n;
 }
 
+/* ------------------------------------------------------------ repair */
+
+/* The job with this id, or NULL; d_jmu held. */
+static struct job *job_get(struct detect *d, int64_t id)
+{
+    struct job *j = id > 0 ? d->d_jobs[id % JOBS_MAX] : NULL;
+    return j && j->id == id ? j : NULL;
+}
+
+static void job_free(struct job *j)
+{
+    if (!j)
+        return;
+    for (int i = 0; i < j->nitems; i++)
+        free(j->items[i].key);
+    free(j->items);
+    free(j);
+}
+
+static int job_add_item(struct job *j, const char *key, size_t len, int rep)
+{
+    if (j->nitems == j->cap) {
+        int cap = j->cap ? j->cap * 2 : 16;
+        struct job_item *ni = realloc(j->items, (size_t)cap * sizeof(*ni));
+        if (!ni)
+            return -1;
+        j->items = ni;
+        j->cap = cap;
+    }
+    struct job_item *it = &j->items[j->nitems];
+    memset(it, 0, sizeof(*it));
+    it->key = malloc(len ? len : 1);
+    if (!it->key)
+        return -1;
+    memcpy(it->key, key, len);
+    it->len = len;
+    it->rep = rep;
+    j->nitems++;
+    return 0;
+}
+
+/* Records an item's outcome; wakes waiters when the job is done. */
+static void job_item_done(struct detect *d, int64_t id, int item, const char *outcome,
+                          const char *strategy, const char *error)
+{
+    pthread_mutex_lock(&d->d_jmu);
+    struct job *j = job_get(d, id);
+    if (j && item >= 0 && item < j->nitems && !j->items[item].outcome) {
+        struct job_item *it = &j->items[item];
+        it->outcome = outcome;
+        it->strategy = strategy;
+        snprintf(it->error, sizeof(it->error), "%s", error ? error : "");
+        if (++j->ndone == j->nitems) {
+            j->state = JOB_DONE;
+            pthread_cond_broadcast(&d->d_jcv);
+        }
+    }
+    pthread_mutex_unlock(&d->d_jmu);
+}
+
+static void record_repair(struct detect *d, const struct div *v, const char *strategy,
+                          enum repair_trigger trigger, const char *outcome, const char *error,
+                          uint64_t started_ms)
+{
+    const char *name = d->d_cfg->replicas[v->d_rep].name;
+
+    metric_inc(metrics_series(m_repairs, (const char *const[]){name, strategy, outcome}));
+    if (d->d_o.store) {
+        struct store_repair r = {.divergence_id = v->d_id,
+                                 .replica = name,
+                                 .key = v->d_key,
+                                 .keylen = v->d_keylen,
+                                 .strategy = strategy,
+                                 .trigger = trigger_names[trigger],
+                                 .requested = (int64_t)started_ms,
+                                 .finished = (int64_t)clock_wall_ms(),
+                                 .outcome = outcome,
+                                 .error = error && *error ? error : NULL};
+        store_put_repair(d->d_o.store, &r);
+    }
+    if (!strcmp(outcome, "failed")) {
+        char kesc[128];
+        log_warnx("repair failed: replica %s key \"%s\": %s", name,
+                  log_escape(kesc, sizeof(kesc), v->d_key, v->d_keylen), error ? error : "");
+    }
+}
+
+/* Ends a repair in progress (v is REPAIRING): outcome for the job and history. */
+static void finish_repair(struct detect *d, struct div *v, const char *outcome, const char *error)
+{
+    uint64_t took = clock_mono_us() - v->d_repair_started_us;
+    uint64_t started_ms = clock_wall_ms() - took / 1000;
+
+    metric_observe(metrics_series0(m_repair_dur), (double)took / 1e6);
+    record_repair(d, v, v->d_strategy, v->d_trigger, outcome, error, started_ms);
+    if (v->d_job)
+        job_item_done(d, v->d_job, v->d_item, outcome, v->d_strategy, error);
+    v->d_job = 0;
+}
+
+/*
+ * Starts the repair of one divergence v (open: CONFIRMED). Re-reads both
+ * sides first: a key that is equal again is resolved instead. On a write,
+ * v waits in REPAIRING for the replica to catch up, then is verified.
+ */
+static void start_repair(struct detect *d, struct div *v, enum repair_trigger trigger, int64_t job,
+                         int item)
+{
+    const struct cfg_replica *rc = &d->d_cfg->replicas[v->d_rep];
+    struct rconn *rcon = d->d_rs[v->d_rep].rs_conn;
+    struct cmp_side ps, rsd;
+    const char *key = v->d_key;
+    const char *strategy = repair_strategy_name(d->d_cfg, rc);
+    char err[200] = "";
+    uint64_t now_ms = clock_wall_ms();
+    uint64_t pd, rd;
+
+    memset(&ps, 0, sizeof(ps));
+    memset(&rsd, 0, sizeof(rsd));
+    if (cmp_fetch(d->d_p, &key, &v->d_keylen, 1, d->d_cfg->max_value_bytes, &ps) < 0 ||
+        cmp_fetch(rcon, &key, &v->d_keylen, 1, d->d_cfg->max_value_bytes, &rsd) < 0) {
+        snprintf(err, sizeof(err), "cannot read the key: %s",
+                 rconn_connected(d->d_p) ? rconn_errstr(rcon) : rconn_errstr(d->d_p));
+        record_repair(d, v, strategy, trigger, "failed", err, now_ms);
+        if (job)
+            job_item_done(d, job, item, "failed", strategy, err);
+        goto out;
+    }
+    enum cmp_kind k = judge_one(d, v->d_rep, v->d_key, v->d_keylen, &ps, &rsd, &pd, &rd);
+    if (!cmp_is_divergence(k)) {
+        if (job)
+            job_item_done(d, job, item, "not-divergent", strategy, NULL);
+        if (k == CMP_EQUAL || k == CMP_GONE)
+            resolve(d, v, resolution_for(k, v)); /* frees v */
+        goto out;
+    }
+    if (d->d_cfg->repair_dry_run) {
+        char kesc[128];
+        log_notice("repair (dry run): would %s key \"%s\" for replica %s (%s)", strategy,
+                   log_escape(kesc, sizeof(kesc), v->d_key, v->d_keylen), rc->name,
+                   cmp_kind_name(k));
+        record_repair(d, v, strategy, trigger, "dry-run", NULL, now_ms);
+        if (job)
+            job_item_done(d, job, item, "dry-run", strategy, NULL);
+        v->d_next_repair_mono = clock_mono_us() + REPAIR_RETRY_US;
+        goto out;
+    }
+    budget_take(d, 4);
+    enum repair_result rr = repair_apply(d->d_cfg, rc, d->d_p, rcon, v->d_key, v->d_keylen, k, &ps,
+                                         &rsd, &strategy, err, sizeof(err));
+    if (rr == REPAIR_WRITTEN) {
+        long long poff = -1;
+        list_unlink(v);
+        v->d_state = DIV_REPAIRING;
+        v->d_kind = k;
+        v->d_trigger = trigger;
+        v->d_strategy = strategy;
+        v->d_job = job;
+        v->d_item = item;
+        v->d_repair_started_us = clock_mono_us();
+        v->d_deadline_mono =
+            v->d_repair_started_us + (uint64_t)d->d_cfg->repair_verify_timeout * 1000u;
+        set_marker(d, v, &poff);
+        list_push(&d->d_repairing, v);
+        put_record(d, v, NULL, 0);
+    } else {
+        const char *outcome = rr == REPAIR_NOTHING ? "skipped" : "failed";
+        if (rr == REPAIR_NOTHING)
+            snprintf(err, sizeof(err),
+                     "the value changed since it was compared; it is "
+                     "checked again");
+        record_repair(d, v, strategy, trigger, outcome, err, now_ms);
+        if (job)
+            job_item_done(d, job, item, outcome, strategy, err);
+        v->d_next_repair_mono = clock_mono_us() + REPAIR_RETRY_US;
+        if (rr == REPAIR_FAILED) {
+            json_t *ev = json_pack("{s:s,s:s,s:s,s:s}", "replica", rc->name, "kind",
+                                   cmp_kind_name(k), "strategy", strategy, "error", err);
+            char *kt = text_escape(v->d_key, v->d_keylen);
+            json_object_set_new(ev, "key", json_string(kt ? kt : ""));
+            free(kt);
+            webhook_event("repair_failed", ev);
+        }
+    }
+out:
+    cmp_side_clear(&ps);
+    cmp_side_clear(&rsd);
+}
+
+/* Verifies written repairs once their replica caught up (or at the timeout). */
+static int verify_step(struct detect *d)
+{
+    uint64_t now = clock_mono_us();
+    struct div *v = d->d_repairing, *next;
+    int n = 0;
+
+    for (; v && !d->d_stop; v = next) {
+        next = v->d_lnext;
+        if (!caught_up(d, v) && now < v->d_deadline_mono)
+            continue;
+        struct cmp_side ps, rsd;
+        const char *key = v->d_key;
+        uint64_t pd, rd;
+        memset(&ps, 0, sizeof(ps));
+        memset(&rsd, 0, sizeof(rsd));
+        n++;
+        enum cmp_kind k = CMP_ERROR;
+        if (cmp_fetch(d->d_p, &key, &v->d_keylen, 1, d->d_cfg->max_value_bytes, &ps) == 0 &&
+            cmp_fetch(d->d_rs[v->d_rep].rs_conn, &key, &v->d_keylen, 1, d->d_cfg->max_value_bytes,
+                      &rsd) == 0)
+            k = judge_one(d, v->d_rep, v->d_key, v->d_keylen, &ps, &rsd, &pd, &rd);
+        cmp_side_clear(&ps);
+        cmp_side_clear(&rsd);
+        if (k == CMP_EQUAL || k == CMP_GONE) {
+            resolve(d, v, "repaired"); /* finishes the repair, frees v */
+        } else if (k == CMP_ERROR && now < v->d_deadline_mono) {
+            continue;
+        } else {
+            char err[160];
+            snprintf(err, sizeof(err), "%s after the repair (%s)",
+                     k == CMP_ERROR ? "could not verify" : "still differs", cmp_kind_name(k));
+            finish_repair(d, v, "failed", err);
+            list_unlink(v);
+            v->d_state = DIV_CONFIRMED;
+            v->d_next_check_mono = now + REVERIFY_US;
+            v->d_next_repair_mono = now + REPAIR_RETRY_US;
+            list_push(&d->d_open, v);
+            put_record(d, v, NULL, 0);
+        }
+    }
+    return n;
+}
+
+/* Pauses auto-repair (idempotent), telling the operator why. */
+static void guard_pause(struct detect *d, const char *why)
+{
+    pthread_mutex_lock(&d->d_jmu);
+    int was = d->d_paused;
+    d->d_paused = 1;
+    snprintf(d->d_paused_why, sizeof(d->d_paused_why), "%s", why);
+    pthread_mutex_unlock(&d->d_jmu);
+    if (was)
+        return;
+    log_warnx("auto-repair paused: %s; resume with `keydrift repair --resume` or POST "
+              "/api/v1/repair/resume",
+              why);
+    metric_set(metrics_series0(m_repair_paused), 1);
+    if (d->d_o.store)
+        store_put_event(d->d_o.store, (int64_t)clock_wall_ms(), "repair-paused", "agent", why);
+    webhook_event("repair_paused", json_pack("{s:s}", "reason", why));
+}
+
+/* Counts keys checked and confirmed, per second, for the guard; d_jmu held. */
+static void guard_count(struct detect *d, uint64_t checked, uint64_t confirmed)
+{
+    uint64_t sec = clock_mono_us() / 1000000u;
+    if (sec != d->d_win_sec) {
+        for (uint64_t s2 = d->d_win_sec + 1; s2 <= sec && s2 <= d->d_win_sec + GUARD_SECONDS;
+             s2++) {
+            d->d_win_checked[s2 % GUARD_SECONDS] = 0;
+            d->d_win_confirmed[s2 % GUARD_SECONDS] = 0;
+        }
+        d->d_win_sec = sec;
+    }
+    d->d_win_checked[sec % GUARD_SECONDS] += checked;
+    d->d_win_confirmed[sec % GUARD_SECONDS] += confirmed;
+}
+
+/*
+ * The mass-repair guard: a share of confirmed divergences above
+ * repair-max-share, a primary that restarted (run_id), or a primary whose
+ * key count dropped sharply pauses auto-repair: repairing then would more
+ * likely spread a fault than fix one.
+ */
+static void guard_step(struct detect *d)
+{
+    char run_id[48], why[200] = "";
+    uint64_t checked = 0, confirmed = 0;
+
+    lag_primary_run_id(d->d_o.lag, run_id, sizeof(run_id));
+    pthread_mutex_lock(&d->d_jmu);
+    guard_count(d, 0, 0);
+    for (int i = 0; i < GUARD_SECONDS; i++) {
+        checked += d->d_win_checked[i];
+        confirmed += d->d_win_confirmed[i];
+    }
+    if (checked >= GUARD_MIN_KEYS &&
+        (double)confirmed / (double)checked > d->d_cfg->repair_max_share)
+        snprintf(why, sizeof(why),
+                 "%.1f%% of the keys checked in the last minute were confirmed divergent "
+                 "(repair-max-share %.1f%%)",
+                 100.0 * (double)confirmed / (double)checked, 100 * d->d_cfg->repair_max_share);
+    if (run_id[0] && !d->d_run_id[0])
+        snprintf(d->d_run_id, sizeof(d->d_run_id), "%s", run_id);
+    else if (run_id[0] && strcmp(run_id, d->d_run_id) != 0)
+        snprintf(why, sizeof(why), "the primary restarted (its run_id changed)");
+    pthread_mutex_unlock(&d->d_jmu);
+    if (why[0])
+        guard_pause(d, why);
+}
+
+/* Reads the primary's run_id now; pauses and returns 1 when it changed. */
+static int primary_restarted(struct detect *d)
+{
+    redisReply *r = rconn_command(d->d_p, "INFO server");
+    char run_id[48] = "";
+    int changed = 0;
+
+    if (r && r->type == REDIS_REPLY_STRING)
+        info_field(r->str, r->len, "run_id", run_id, sizeof(run_id));
+    if (r)
+        freeReplyObject(r);
+    if (!run_id[0])
+        return 1; /* cannot tell: do not repair now */
+    pthread_mutex_lock(&d->d_jmu);
+    if (!d->d_run_id[0])
+        snprintf(d->d_run_id, sizeof(d->d_run_id), "%s", run_id);
+    else
+        changed = strcmp(run_id, d->d_run_id) != 0;
+    pthread_mutex_unlock(&d->d_jmu);
+    if (changed)
+        guard_pause(d, "the primary restarted (its run_id changed)");
+    return changed;
+}
+
+static int auto_repair_step(struct detect *d)
+{
+    uint64_t now = clock_mono_us();
+    double rate = (double)d->d_cfg->repair_max_per_sec;
+    int n = 0;
+    struct div *v, *next;
+
+    if (d->d_cfg->repair != REPAIR_AUTO || d->d_paused)
+        return 0;
+    d->d_repair_tokens += rate * (double)(now - d->d_repair_last_us) / 1e6;
+    if (d->d_repair_tokens > rate)
+        d->d_repair_tokens = rate;
+    d->d_repair_last_us = now;
+    for (v = d->d_open; v; v = v->d_lnext)
+        if (v->d_state == DIV_CONFIRMED && v->d_next_repair_mono <= now)
+            break;
+    if (!v || d->d_repair_tokens < 1)
+        return 0;
+    /* Ask the primary itself, not the last poll: a primary that just came back
+     * empty must not have its caches wiped before the guard notices. */
+    if (primary_restarted(d))
+        return 0;
+    for (v = d->d_open; v && d->d_repair_tokens >= 1 && !d->d_stop; v = next) {
+        next = v->d_lnext;
+        if (v->d_state != DIV_CONFIRMED || v->d_next_repair_mono > now)
+            continue;
+        d->d_repair_tokens -= 1;
+        start_repair(d, v, TRIGGER_AUTO, 0, -1);
+        n++;
+    }
+    return n;
+}
+
+/* Compares one key now and, if it differs, tracks it as confirmed (a request). */
+static struct div *track_requested(struct detect *d, int rep, const char *key, size_t len)
+{
+    struct cmp_side ps, rsd;
+    uint64_t pd, rd;
+    long long poff = -1;
+    uint64_t h = key_hash(rep, key, len);
+    struct div *v = NULL;
+
+    memset(&ps, 0, sizeof(ps));
+    memset(&rsd, 0, sizeof(rsd));
+    if (cmp_fetch(d->d_p, &key, &len, 1, d->d_cfg->max_value_bytes, &ps) == 0 &&
+        cmp_fetch(d->d_rs[rep].rs_conn, &key, &len, 1, d->d_cfg->max_value_bytes, &rsd) == 0) {
+        enum cmp_kind k = judge_one(d, rep, key, len, &ps, &rsd, &pd, &rd);
+        if (cmp_is_divergence(k)) {
+            new_suspect(d, rep, key, len, h, k, &ps, &rsd, pd, rd, M_REQUEST, 0, -1, &poff);
+            v = map_get(d, rep, key, len, h);
+            if (v)
+                confirm(d, v);
+        }
+    }
+    cmp_side_clear(&ps);
+    cmp_side_clear(&rsd);
+    return v;
+}
+
+/* Expands and starts queued repair jobs. */
+static int jobs_step(struct detect *d)
+{
+    struct job *todo[JOBS_MAX];
+    int ntodo = 0;
+
+    pthread_mutex_lock(&d->d_jmu);
+    for (int i = 0; i < JOBS_MAX; i++)
+        if (d->d_jobs[i] && d->d_jobs[i]->state == JOB_QUEUED) {
+            d->d_jobs[i]->state = JOB_RUNNING;
+            todo[ntodo++] = d->d_jobs[i];
+        }
+    pthread_mutex_unlock(&d->d_jmu);
+
+    for (int t = 0; t < ntodo; t++) {
+        struct job *j = todo[t];
+        /* Items are expanded here, on the engine thread that owns the divergences. */
+        if (j->all_open) {
+            pthread_mutex_lock(&d->d_jmu);
+            for (struct div *v = d->d_open; v; v = v->d_lnext)
+                if ((j->rep < 0 || v->d_rep == j->rep) && v->d_state == DIV_CONFIRMED)
+                    job_add_item(j, v->d_key, v->d_keylen, v->d_rep);
+            if (j->nitems == 0)
+                j->state = JOB_DONE;
+            pthread_cond_broadcast(&d->d_jcv);
+            pthread_mutex_unlock(&d->d_jmu);
+        } else {
+            pthread_mutex_lock(&d->d_jmu);
+            int n = j->nitems;
+            for (int i = 0; i < n; i++) {
+                if (j->items[i].rep >= 0)
+                    continue;
+                /* any replica: every replica where the key is open, else all */
+                int first = -1;
+                for (int r = 0; r < d->d_cfg->nreplicas; r++) {
+                    uint64_t h = key_hash(r, j->items[i].key, j->items[i].len);
+                    if (!map_get(d, r, j->items[i].key, j->items[i].len, h))
+                        continue;
+                    if (first < 0)
+                        first = r;
+                    else
+                        job_add_item(j, j->items[i].key, j->items[i].len, r);
+                }
+                if (first < 0) {
+                    first = 0;
+                    for (int r = 1; r < d->d_cfg->nreplicas; r++)
+                        job_add_item(j, j->items[i].key, j->items[i].len, r);
+                }
+                j->items[i].rep = first;
+            }
+            pthread_mutex_unlock(&d->d_jmu);
+        }
+        for (int i = 0; i < j->nitems; i++) {
+            struct job_item *it = &j->items[i];
+            uint64_t h = key_hash(it->rep, it->key, it->len);
+            struct div *v = map_get(d, it->rep, it->key, it->len, h);
+            if (v && v->d_state == DIV_SUSPECT)
+                confirm(d, v); /* an operator's request needs no second look */
+            if (!v)
+                v = track_requested(d, it->rep, it->key, it->len);
+            if (!v) {
+                job_item_done(d, j->id, i, "not-divergent",
+                              repair_strategy_name(d->d_cfg, &d->d_cfg->replicas[it->rep]), NULL);
+            } else if (v->d_state == DIV_REPAIRING) {
+                job_item_done(d, j->id, i, "skipped",
+                              repair_strategy_name(d->d_cfg, &d->d_cfg->replicas[it->rep]),
+                              "a repair of this key is already in progress");
+            } else {
+                start_repair(d, v, j->trigger, j->id, i);
+            }
+        }
+    }
+    return ntodo;
+}
+
+int64_t repair_submit(struct detect *d, const char *replica, const char *const *keys,
+                      const size_t *lens, int nkeys, int all_open, enum repair_trigger trigger,
+                      char *err, size_t errlen)
+{
+    int rep = -1;
+    struct job *j;
+
+    if (d->d_cfg->repair == REPAIR_OFF) {
+        snprintf(err, errlen, "repairs are off (option 'repair off')");
+        return -1;
+    }
+    if (replica && *replica) {
+        for (int i = 0; i < d->d_cfg->nreplicas; i++)
+            if (!strcmp(d->d_cfg->replicas[i].name, replica))
+                rep = i;
+        if (rep < 0) {
+            snprintf(err, errlen, "unknown replica '%s'", replica);
+            return -1;
+        }
+    }
+    if (!all_open && (nkeys < 1 || nkeys > JOB_KEYS_MAX)) {
+        snprintf(err, errlen, "between 1 and %d keys, please", JOB_KEYS_MAX);
+        return -1;
+    }
+    j = calloc(1, sizeof(*j));
+    if (!j) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    j->trigger = trigger;
+    j->all_open = all_open;
+    j->rep = rep;
+    j->created_ms = clock_wall_ms();
+    for (int i = 0; !all_open && i < nkeys; i++) {
+        if (job_add_item(j, keys[i], lens[i], rep) < 0) {
+            job_free(j);
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+    }
+    pthread_mutex_lock(&d->d_jmu);
+    int64_t id = ++d->d_next_job;
+    struct job *old = d->d_jobs[id % JOBS_MAX];
+    if (old && old->state != JOB_DONE) {
+        d->d_next_job--;
+        pthread_mutex_unlock(&d->d_jmu);
+        job_free(j);
+        snprintf(err, errlen, "too many repair jobs in progress; try again shortly");
+        return -1;
+    }
+    j->id = id;
+    d->d_jobs[id % JOBS_MAX] = j;
+    pthread_mutex_unlock(&d->d_jmu);
+    job_free(old);
+    return id;
+}
+
+json_t *repair_job_json(struct detect *d, int64_t id, long long wait_ms)
+{
+    struct timespec until;
+    json_t *out = NULL;
+
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += wait_ms / 1000;
+    until.tv_nsec += (wait_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&d->d_jmu);
+    struct job *j = job_get(d, id);
+    while (j && j->state != JOB_DONE && wait_ms > 0 &&
+           pthread_cond_timedwait(&d->d_jcv, &d->d_jmu, &until) == 0)
+        j = job_get(d, id);
+    if (j) {
+        json_t *results = json_array();
+        for (int i = 0; i < j->nitems; i++) {
+            const struct job_item *it = &j->items[i];
+            char *k = text_escape(it->key, it->len), *b = text_base64(it->key, it->len);
+            json_t *r = json_pack("{s:s,s:s,s:s,s:s}", "replica",
+                                  it->rep >= 0 ? d->d_cfg->replicas[it->rep].name : "", "key",
+                                  k ? k : "", "key_base64", b ? b : "", "outcome",
+                                  it->outcome ? it->outcome : "pending");
+            if (it->strategy)
+                json_object_set_new(r, "strategy", json_string(it->strategy));
+            if (it->error[0])
+                json_object_set_new(r, "error", json_string(it->error));
+            json_array_append_new(results, r);
+            free(k);
+            free(b);
+        }
+        out = json_pack("{s:I,s:s,s:s,s:I,s:o}", "id", (json_int_t)j->id, "state",
+                        job_state_names[j->state], "trigger", trigger_names[j->trigger],
+                        "created_ms", (json_int_t)j->created_ms, "results", results);
+    }
+    pthread_mutex_unlock(&d->d_jmu);
+    return out;
+}
+
+int repair_paused(struct detect *d, char *why, size_t whylen)
+{
+    pthread_mutex_lock(&d->d_jmu);
+    int p = d->d_paused;
+    snprintf(why, whylen, "%s", p ? d->d_paused_why : "");
+    pthread_mutex_unlock(&d->d_jmu);
+    return p;
+}
+
+void repair_resume(struct detect *d)
+{
+    char run_id[48];
+
+    lag_primary_run_id(d->d_o.lag, run_id, sizeof(run_id));
+    pthread_mutex_lock(&d->d_jmu);
+    int was = d->d_paused;
+    d->d_paused = 0;
+    d->d_paused_why[0] = '\0';
+    /* The operator accepts the primary as it is now. */
+    snprintf(d->d_run_id, sizeof(d->d_run_id), "%s", run_id);
+    d->d_prev_dbsize = 0;
+    memset(d->d_win_checked, 0, sizeof(d->d_win_checked));
+    memset(d->d_win_confirmed, 0, sizeof(d->d_win_confirmed));
+    pthread_mutex_unlock(&d->d_jmu);
+    if (was) {
+        log_notice("auto-repair resumed by an operator");
+        if (d->d_o.store)
+            store_put_event(d->d_o.store, (int64_t)clock_wall_ms(), "repair-resumed", "agent", "");
+    }
+    metric_set(metrics_series0(m_repair_paused), 0);
+}
+
 /* ------------------------------------------------------------ the engine */
 
 static int recheck_step(struct detect *d)
@@ -1286,6 +1986,8 @@ static void publish_progress(struct detect *d)
         suspects++;
     for (struct div *v = d->d_open; v; v = v->d_lnext)
         open++;
+    for (struct div *v = d->d_repairing; v; v = v->d_lnext)
+        open++;
     pthread_mutex_lock(&d->d_pmu);
     d->d_prog.suspects = suspects;
     d->d_prog.open = open;
@@ -1313,7 +2015,11 @@ static void *engine_main(void *arg)
         int busy = 0;
 
         busy += recheck_step(d);
+        busy += jobs_step(d);
+        busy += verify_step(d);
         if (!d->d_o.one_pass) {
+            guard_step(d);
+            busy += auto_repair_step(d);
             reverify_step(d);
             if (modes & MODE_WATCH)
                 busy += watch_step(d);
@@ -1434,6 +2140,10 @@ struct detect *detect_start(const struct detect_opts *o)
     pthread_mutex_init(&d->d_wmu, NULL);
     pthread_mutex_init(&d->d_pmu, NULL);
     pthread_cond_init(&d->d_done_cv, NULL);
+    pthread_mutex_init(&d->d_jmu, NULL);
+    pthread_cond_init(&d->d_jcv, NULL);
+    d->d_repair_last_us = clock_mono_us();
+    d->d_win_sec = clock_mono_us() / 1000000u;
     if ((cfg->modes & MODE_WATCH) && !o->one_pass) {
         if (pthread_create(&d->d_wthr, NULL, watch_main, d) == 0)
             d->d_wthr_started = 1;
@@ -1502,9 +2212,13 @@ void detect_stop(struct detect *d)
         free(d->d_rs[i].rs_win);
     }
     rconn_free(d->d_p);
+    for (int i = 0; i < JOBS_MAX; i++)
+        job_free(d->d_jobs[i]);
     pthread_mutex_destroy(&d->d_wmu);
     pthread_mutex_destroy(&d->d_pmu);
     pthread_cond_destroy(&d->d_done_cv);
+    pthread_mutex_destroy(&d->d_jmu);
+    pthread_cond_destroy(&d->d_jcv);
     free(d->d_wq);
     free(d->d_buckets);
     free(d->d_rs);

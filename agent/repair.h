@@ -52,4 +52,31 @@ json_t *repair_job_json(struct detect *d, int64_t id, long long wait_ms);
 int repair_paused(struct detect *d, char *why, size_t whylen);
 void repair_resume(struct detect *d);
 
+/* ---------------------------------------------- for the detection engine */
+
+#include "compare.h"
+#include "config.h"
+#include "rconn.h"
+
+enum repair_result {
+    REPAIR_WRITTEN, /* a write was made: verify once the replica caught up */
+    REPAIR_NOTHING, /* the guard found the value changed: nothing written */
+    REPAIR_FAILED,  /* see err */
+};
+
+/*
+ * Applies one divergence's repair with the replica's strategy. ps/rs are the
+ * sides as just fetched (DUMP payloads included). *strategy gets the
+ * strategy's name. Checks ROLE first; writes only to the primary (native:
+ * rewrite; pubsub: publish) or to the cache itself (pubsub: write).
+ */
+enum repair_result repair_apply(const struct config *cfg, const struct cfg_replica *rc,
+                                struct rconn *primary, struct rconn *replica, const char *key,
+                                size_t keylen, enum cmp_kind kind, const struct cmp_side *ps,
+                                const struct cmp_side *rs, const char **strategy, char *err,
+                                size_t errlen);
+
+/* The strategy used for a replica kind ("rewrite", "publish" or "write"). */
+const char *repair_strategy_name(const struct config *cfg, const struct cfg_replica *rc);
+
 #endif

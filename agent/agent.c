@@ -59,12 +59,14 @@ static void agent_collect(void *arg)
     if (a->a_lag)
         lag_collect(a->a_lag);
     if (a->a_store) {
-        metric_set(metrics_series0(m_store_err), (double)store_errors_total(a->a_store));
+        metric_set(metrics_series0(m_store_err),
+                   (double)(store_errors_total(a->a_store) + a->a_store_open_failures));
         metric_set(metrics_series0(m_store_q), (double)store_queue_length(a->a_store));
         metric_set(metrics_series0(m_store_drop), (double)store_dropped_total(a->a_store));
         metric_set(metrics_series0(m_store_ok), store_writable(a->a_store));
     } else {
         metric_set(metrics_series0(m_store_ok), a->a_cfg.history_db[0] ? 0 : 1);
+        metric_set(metrics_series0(m_store_err), (double)a->a_store_open_failures);
     }
     metric_set(metrics_series0(m_reloads), (double)a->a_reloads);
     pthread_rwlock_unlock(&a->a_lock);
@@ -237,21 +239,37 @@ static int start_http(struct agent *a, char *err, size_t errlen)
 
 /* ------------------------------------------------------------ lifecycle */
 
+/*
+ * Sets up the nodes for the current config. A node that keeps its name keeps
+ * its command counter, so a reload does not reset keydrift_redis_commands_total.
+ */
 static void init_nodes(struct agent *a)
 {
     struct config *c = &a->a_cfg;
+    unsigned long long kept[CFG_MAX_REPLICAS];
+    char names[CFG_MAX_REPLICAS][CFG_NAME_MAX];
+    int nkept = 0;
 
+    for (int i = 0; i < CFG_MAX_REPLICAS && a->a_replicas[i].rn_name[0]; i++) {
+        kept[nkept] = atomic_load(&a->a_replicas[i].rn_commands);
+        memcpy(names[nkept++], a->a_replicas[i].rn_name, CFG_NAME_MAX);
+    }
+    unsigned long long pcmds = atomic_load(&a->a_primary.rn_commands);
     memset(&a->a_primary, 0, sizeof(a->a_primary));
     snprintf(a->a_primary.rn_name, sizeof(a->a_primary.rn_name), "primary");
     snprintf(a->a_primary.rn_role, sizeof(a->a_primary.rn_role), "primary");
     a->a_primary.rn_addr = c->primary;
+    atomic_store(&a->a_primary.rn_commands, pcmds);
+    memset(a->a_replicas, 0, sizeof(a->a_replicas));
     for (int i = 0; i < c->nreplicas; i++) {
         struct rnode *n = &a->a_replicas[i];
-        memset(n, 0, sizeof(*n));
         snprintf(n->rn_name, sizeof(n->rn_name), "%s", c->replicas[i].name);
         snprintf(n->rn_role, sizeof(n->rn_role), "%s",
                  c->replicas[i].kind == REPLICA_NATIVE ? "replica" : "cache");
         n->rn_addr = c->replicas[i].addr;
+        for (int k = 0; k < nkept; k++)
+            if (!strcmp(names[k], n->rn_name))
+                atomic_store(&n->rn_commands, kept[k]);
     }
 }
 
@@ -263,6 +281,7 @@ static void open_store(struct agent *a)
         return;
     a->a_store = store_open(a->a_cfg.history_db, a->a_cfg.retention, err, sizeof(err));
     if (!a->a_store) {
+        a->a_store_open_failures++;
         if (strcmp(err, a->a_store_error) != 0)
             log_errorx("history database %s: %s; monitoring goes on without history, retrying "
                        "every %d s",
@@ -461,6 +480,12 @@ int cmd_run(int argc, char **argv)
         if (!a->a_store && a->a_cfg.history_db[0] && clock_mono_us() / 1000 >= next_store_try) {
             pthread_rwlock_wrlock(&a->a_lock);
             open_store(a);
+            if (a->a_store) {
+                /* The workers were started without history: restart them with it. */
+                log_notice("history database %s is writable again", a->a_cfg.history_db);
+                stop_workers(a);
+                start_workers(a);
+            }
             pthread_rwlock_unlock(&a->a_lock);
             next_store_try = clock_mono_us() / 1000 + STORE_RETRY_MS;
         }

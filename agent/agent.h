@@ -25,6 +25,7 @@ struct agent {
     struct detect *a_detect;
     struct store *a_store;
     char a_store_error[256]; /* why the store could not be opened, "" otherwise */
+    uint64_t a_store_open_failures;
     struct http_server *a_http;
     uint64_t a_started_ms;
     uint64_t a_reloads;

@@ -210,3 +210,42 @@ TEST(config_durations)
     CHECK(cfg_parse_duration_ms("nan", &v) == -1);
     CHECK(cfg_parse_duration_ms("1e300s", &v) == -1);
 }
+
+/* docs/config.md has a section for every option in the table, and no other. */
+TEST(config_every_option_is_documented)
+{
+    FILE *f = fopen("docs/config.md", "r");
+    char line[512];
+    int documented = 0;
+
+    CHECK(f != NULL);
+    if (!f)
+        return;
+    while (fgets(line, sizeof(line), f)) {
+        char name[128];
+        if (sscanf(line, "### `%127[^`]`", name) != 1)
+            continue;
+        int found = 0;
+        for (int i = 0; i < cfg_option_count(); i++)
+            found |= !strcmp(cfg_option_name(i), name);
+        if (!found)
+            fprintf(stderr, "  docs/config.md documents unknown option '%s'\n", name);
+        CHECK(found);
+        documented++;
+    }
+    fclose(f);
+    for (int i = 0; i < cfg_option_count(); i++) {
+        char want[160];
+        int found = 0;
+        f = fopen("docs/config.md", "r");
+        snprintf(want, sizeof(want), "### `%s`\n", cfg_option_name(i));
+        while (f && fgets(line, sizeof(line), f))
+            found |= !strcmp(line, want);
+        if (f)
+            fclose(f);
+        if (!found)
+            fprintf(stderr, "  option '%s' is not in docs/config.md\n", cfg_option_name(i));
+        CHECK(found);
+    }
+    CHECK(documented == cfg_option_count());
+}

@@ -16,3 +16,7 @@ def h(tmp_path):
         yield harness
     finally:
         harness.cleanup()
+    # Every keydrift process has exited: a sanitizer build reports leaks,
+    # invalid accesses and undefined behaviour in its log. Any is a failure.
+    reports = harness.sanitizer_reports()
+    assert not reports, "\n\n".join(reports)

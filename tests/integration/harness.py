@@ -200,6 +200,18 @@ class Harness:
         for s in reversed(self.servers):
             s.stop()
 
+    def sanitizer_reports(self):
+        """AddressSanitizer/UBSan/LeakSanitizer reports in any keydrift log."""
+        reports = []
+        for p in self.procs:
+            out = p.output()
+            for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                           "runtime error:"):
+                if marker in out:
+                    i = out.index(marker)
+                    reports.append("%s: %s" % (p.logpath, out[max(0, i - 200):i + 1500]))
+        return reports
+
 
 def http_get(url, timeout=5.0, method="GET", data=None, headers=None):
     """(status, headers, body bytes) of one request; HTTP errors are returned, not raised."""

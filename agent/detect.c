@@ -2131,6 +2131,15 @@ struct detect *detect_start(const struct detect_opts *o)
                 goto fail;
         }
     }
+    /* Every repair series exists from the start at 0, so rate() and alerts
+     * on them have data before the first repair. */
+    for (int i = 0; i < nrep; i++) {
+        static const char *const outcomes[] = {"repaired", "failed", "skipped", "dry-run"};
+        const char *strategy = repair_strategy_name(cfg, &cfg->replicas[i]);
+        for (size_t k = 0; k < sizeof(outcomes) / sizeof(outcomes[0]); k++)
+            metrics_series(m_repairs,
+                           (const char *const[]){cfg->replicas[i].name, strategy, outcomes[k]});
+    }
     for (int i = 0; i < d->d_nb; i++) {
         d->d_buckets[i].b_node = i == 0 ? o->primary : &o->replicas[i - 1];
         d->d_buckets[i].b_last_us = clock_mono_us();

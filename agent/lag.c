@@ -71,6 +71,8 @@ struct lag {
     pthread_mutex_t l_mu;
     uint64_t l_ring[HB_RING]; /* monotonic µs when heartbeat seq was written */
     uint64_t l_written;       /* newest seq written (0: none yet) */
+    uint64_t l_written_mono;  /* when it was written (µs), 0: none yet */
+    uint64_t l_started_mono;
     long long l_primary_offset;
     long long l_subscribers;
     int l_named_any; /* some subscriber calls itself keydrift-sync */
@@ -366,6 +368,7 @@ static void write_heartbeat(struct lag *l, struct rconn *c)
     if (ok) {
         pthread_mutex_lock(&l->l_mu);
         l->l_written = seq;
+        l->l_written_mono = t;
         pthread_mutex_unlock(&l->l_mu);
     }
 }
@@ -501,6 +504,7 @@ struct lag *lag_start(const struct config *cfg, struct rnode *primary, struct rn
     l->l_primary_offset = -1;
     l->l_subscribers = -1;
     l->l_run = (clock_wall_us() ^ ((uint64_t)getpid() << 32)) & 0xffffffffffffULL;
+    l->l_started_mono = clock_mono_us();
     lag_heartbeat_key(cfg, l->l_key, sizeof(l->l_key));
     pthread_mutex_init(&l->l_mu, NULL);
     l->l_nreps = cfg->nreplicas;
@@ -606,8 +610,8 @@ void lag_primary_run_id(struct lag *l, char *out, size_t outsz)
 
 /* ------------------------------------------------------------ metrics */
 
-static struct metric_family *m_lag_s, *m_lag_b, *m_link, *m_status, *m_subs, *m_resyncs, *m_last_io,
-    *m_syncing;
+static struct metric_family *m_hb_age, *m_lag_s, *m_lag_b, *m_link, *m_status, *m_subs, *m_resyncs,
+    *m_last_io, *m_syncing;
 
 void lag_collect(struct lag *l)
 {
@@ -631,6 +635,10 @@ void lag_collect(struct lag *l)
         for (int s = 0; s < STATUS_COUNT; s++)
             metric_set(metrics_series2(m_status, name, status_names[s]), (int)v.status == s);
     }
+    pthread_mutex_lock(&l->l_mu);
+    uint64_t since = l->l_written_mono ? l->l_written_mono : l->l_started_mono;
+    pthread_mutex_unlock(&l->l_mu);
+    metric_set(metrics_series0(m_hb_age), (double)(clock_mono_us() - since) / 1e6);
     if (l->l_has_pubsub) {
         long long n = lag_channel_subscribers(l);
         if (n >= 0)
@@ -644,6 +652,10 @@ void lag_metrics_init(void)
     static const char *const rsl[] = {"replica", "status"};
     static const char *const cl[] = {"channel"};
 
+    m_hb_age = metrics_family("keydrift_heartbeat_age_seconds",
+                              "Seconds since the last heartbeat was written on the primary; "
+                              "grows while the primary cannot be written.",
+                              METRIC_GAUGE, 0, NULL);
     m_lag_s = metrics_family("keydrift_replica_lag_seconds",
                              "Heartbeat lag: age of the oldest heartbeat the replica does not "
                              "show yet (0 when it shows the latest).",

@@ -17,9 +17,6 @@ from harness import SLOW, Agent, Harness, Proc, free_port, http_get, parse_metri
 # Metrics the dashboard and alerts use that the agent does not export yet
 # (repair and webhooks are being written). Nothing else may be missing.
 PENDING_METRICS = [
-    "keydrift_repairs_total",
-    "keydrift_repair_duration_seconds",
-    "keydrift_repair_paused",
     "keydrift_webhook_events_total",
 ]
 

@@ -7,6 +7,7 @@
  * the HTTP server's threads.
  */
 #include "agent.h"
+#include "api.h"
 #include "clock.h"
 #include "cmds.h"
 #include "detect.h"
@@ -15,6 +16,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "store.h"
+#include "webhook.h"
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
@@ -26,7 +28,8 @@
 #include <string.h>
 #include <time.h>
 
-#define STORE_RETRY_MS 10000
+#define STORE_RETRY_MS     10000
+#define WEBHOOK_TIMEOUT_MS 5000
 
 static struct agent agent;
 
@@ -112,107 +115,6 @@ static void register_metrics(struct agent *a)
 
 /* ------------------------------------------------------------ HTTP */
 
-static void reply_json(struct http_response *resp, int status, json_t *j)
-{
-    char *s = json_dumps(j, JSON_COMPACT | JSON_ENSURE_ASCII);
-    json_decref(j);
-    if (!s) {
-        http_reply_json_error(resp, 500, "out of memory");
-        return;
-    }
-    http_reply_owned(resp, status, "application/json", s, strlen(s));
-}
-
-static void h_readyz(const struct http_request *req, struct http_response *resp, void *arg)
-{
-    struct agent *a = arg;
-    (void)req;
-
-    pthread_rwlock_rdlock(&a->a_lock);
-    int primary = atomic_load(&a->a_primary.rn_up);
-    const char *storage = "disabled";
-    int storage_ok = 1;
-    char serr[256] = "";
-    if (a->a_store) {
-        storage_ok = store_writable(a->a_store);
-        storage = storage_ok ? "ok" : "failing";
-        snprintf(serr, sizeof(serr), "%s", store_last_error(a->a_store));
-    } else if (a->a_cfg.history_db[0]) {
-        storage_ok = 0;
-        storage = "unavailable";
-        snprintf(serr, sizeof(serr), "%s", a->a_store_error);
-    }
-    pthread_rwlock_unlock(&a->a_lock);
-
-    json_t *j = json_pack("{s:b,s:s,s:s}", "ready", primary && storage_ok, "primary",
-                          primary ? "up" : "down", "storage", storage);
-    if (serr[0])
-        json_object_set_new(j, "storage_error", json_string(serr));
-    reply_json(resp, primary && storage_ok ? 200 : 503, j);
-}
-
-static json_t *replica_json(struct agent *a, int i)
-{
-    const struct cfg_replica *r = &a->a_cfg.replicas[i];
-    struct lag_view v;
-    char addr[CFG_HOST_MAX + 8];
-
-    snprintf(addr, sizeof(addr), "%s:%d", r->addr.host, r->addr.port);
-    json_t *j =
-        json_pack("{s:s,s:s,s:s,s:b}", "name", r->name, "address", addr, "kind",
-                  cfg_replica_kind_name(r->kind), "up", atomic_load(&a->a_replicas[i].rn_up));
-    if (!a->a_lag)
-        return j;
-    lag_get(a->a_lag, i, &v);
-    json_object_set_new(j, "status", json_string(lag_status_name(v.status)));
-    json_object_set_new(j, "status_reason", json_string(v.status_reason));
-    json_object_set_new(j, "lag_seconds",
-                        v.lag_seconds >= 0 ? json_real(v.lag_seconds) : json_null());
-    json_object_set_new(j, "link_up", json_boolean(v.link_up && v.reachable));
-    if (r->kind == REPLICA_NATIVE) {
-        json_object_set_new(j, "lag_bytes",
-                            v.lag_bytes >= 0 ? json_integer(v.lag_bytes) : json_null());
-        json_object_set_new(j, "offset", v.offset >= 0 ? json_integer(v.offset) : json_null());
-        json_object_set_new(j, "sync_in_progress", json_boolean(v.sync_in_progress));
-        json_object_set_new(j, "resyncs", json_integer((json_int_t)v.resyncs));
-    }
-    return j;
-}
-
-static void h_status(const struct http_request *req, struct http_response *resp, void *arg)
-{
-    struct agent *a = arg;
-    char paddr[CFG_HOST_MAX + 8];
-    char run_id[48] = "";
-    (void)req;
-
-    pthread_rwlock_rdlock(&a->a_lock);
-    snprintf(paddr, sizeof(paddr), "%s:%d", a->a_cfg.primary.host, a->a_cfg.primary.port);
-    if (a->a_lag)
-        lag_primary_run_id(a->a_lag, run_id, sizeof(run_id));
-    json_t *replicas = json_array();
-    for (int i = 0; i < a->a_cfg.nreplicas; i++)
-        json_array_append_new(replicas, replica_json(a, i));
-    json_t *j = json_pack(
-        "{s:s,s:s,s:I,s:{s:s,s:b,s:s,s:I},s:o,s:s,s:s}", "version", KEYDRIFT_VERSION, "agent_id",
-        a->a_cfg.agent_id, "started_ms", (json_int_t)a->a_started_ms, "primary", "address", paddr,
-        "up", atomic_load(&a->a_primary.rn_up), "run_id", run_id, "offset",
-        (json_int_t)(a->a_lag ? lag_primary_offset(a->a_lag) : -1), "replicas", replicas, "channel",
-        a->a_cfg.channel, "message_format", cfg_format_name(a->a_cfg.message_format));
-    if (a->a_detect) {
-        struct detect_progress p;
-        detect_progress(a->a_detect, &p);
-        json_object_set_new(
-            j, "detection",
-            json_pack("{s:I,s:f,s:I,s:I,s:I,s:I,s:b}", "scan_cycles", (json_int_t)p.cycles,
-                      "scan_progress", p.scan_progress, "keys_checked", (json_int_t)p.keys_checked,
-                      "keys_in_db", (json_int_t)p.keys_in_db, "suspects", (json_int_t)p.suspects,
-                      "open_divergences", (json_int_t)p.open, "watch_enabled", p.watch_enabled));
-    }
-    pthread_rwlock_unlock(&a->a_lock);
-    reply_json(resp, 200, j);
-}
-
 static int start_http(struct agent *a, char *err, size_t errlen)
 {
     struct http_opts o = {.listen = a->a_cfg.http_listen,
@@ -227,8 +129,7 @@ static int start_http(struct agent *a, char *err, size_t errlen)
         return -1;
     }
     http_add_metrics_routes(a->a_http);
-    http_route(a->a_http, "GET", "/readyz", 0, h_readyz, a);
-    http_route(a->a_http, "GET", "/api/v1/status", 0, h_status, a);
+    api_register(a->a_http, a);
     if (http_start(a->a_http, err, errlen) < 0) {
         http_free(a->a_http);
         a->a_http = NULL;
@@ -373,6 +274,8 @@ static void reload(struct agent *a, const char *path, int argc, char **argv)
         log_warnx("reload: http-listen changes take effect at the next restart");
     if (strcmp(fresh.history_db, a->a_cfg.history_db) != 0)
         log_warnx("reload: history-db changes take effect at the next restart");
+    if (strcmp(fresh.webhook_url, a->a_cfg.webhook_url) != 0)
+        log_warnx("reload: webhook-url changes take effect at the next restart");
 
     pthread_rwlock_wrlock(&a->a_lock);
     stop_workers(a);
@@ -449,12 +352,15 @@ int cmd_run(int argc, char **argv)
     pthread_rwlock_init(&a->a_lock, NULL);
     a->a_started_ms = clock_wall_ms();
     register_metrics(a);
+    if (webhook_init(a->a_cfg.webhook_url, WEBHOOK_TIMEOUT_MS) < 0)
+        log_errorx("webhook: cannot start the sender; notifications are off");
     start_workers(a);
     if (a->a_cfg.http_listen[0] && start_http(a, err, sizeof(err)) < 0) {
         log_errorx("http: %s", err);
         stop_workers(a);
         if (a->a_store)
             store_close(a->a_store);
+        webhook_shutdown();
         metrics_shutdown();
         cfg_free(&a->a_cfg);
         return 2;
@@ -501,6 +407,7 @@ int cmd_run(int argc, char **argv)
         a->a_store = NULL;
     }
     pthread_rwlock_unlock(&a->a_lock);
+    webhook_shutdown();
     metrics_shutdown();
     cfg_free(&a->a_cfg);
     pthread_rwlock_destroy(&a->a_lock);

@@ -8,6 +8,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "store.h"
+#include "webhook.h"
 
 #include <inttypes.h>
 #include <jansson.h>
@@ -316,6 +317,10 @@ static void update_statuses(struct lag *l)
                 store_put_event(l->l_store, (int64_t)clock_wall_ms(), "status", r->r_cfg.name,
                                 detail);
             }
+            /* webhook: tell the operator's endpoint (queued, never blocks). */
+            webhook_event("replica_status", json_pack("{s:s,s:s,s:s,s:s}", "replica", r->r_cfg.name,
+                                                      "from", status_names[r->r_status], "to",
+                                                      status_names[st], "reason", why));
             r->r_status = st;
         }
         snprintf(r->r_reason, sizeof(r->r_reason), "%s", why);

@@ -548,6 +548,9 @@ static enum MHD_Result conn_dispatch(struct MHD_Connection *c, struct http_conn 
         .authorization =
             MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
         .remote = remote,
+        .content_type =
+            MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE),
+        .host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST),
     };
     struct http_response resp = {.status = 200};
     hc->hc_route->rt_fn(&req, &resp, hc->hc_route->rt_arg);

@@ -29,6 +29,8 @@ struct http_request {
     size_t body_len;
     const char *authorization; /* the Authorization header, or NULL */
     const char *remote;        /* the peer's numeric address, see http_addr_text() */
+    const char *content_type;  /* the Content-Type header, or NULL */
+    const char *host;          /* the Host header, or NULL */
 };
 
 struct http_response {

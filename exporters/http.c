@@ -492,6 +492,9 @@ static int conn_parse_target(struct http_conn *hc)
     if (hash)
         plen = (size_t)(hash - t);
     hc->hc_query = q ? q + 1 : (char *)"";
+    /* A malformed query (a bad %-escape) is refused for every route. */
+    if (*hc->hc_query && http_query_get(hc->hc_query, "\x01", NULL, 0, NULL) < 0)
+        return -1;
     hc->hc_path = path_decode(t, plen);
     return hc->hc_path ? 0 : -1;
 }

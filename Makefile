@@ -129,9 +129,21 @@ fuzz: $(FUZZERS)
 demo: keydrift
 	./keydrift demo
 
+# The binary, the man page, the systemd unit, an example config with every
+# option, and the dashboards and alert rules.
 install: keydrift
-	install -d $(DESTDIR)$(PREFIX)/bin
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
+	  $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)$(PREFIX)/share/keydrift \
+	  $(DESTDIR)$(PREFIX)/share/keydrift/grafana $(DESTDIR)$(PREFIX)/share/keydrift/prometheus
 	install -m 0755 keydrift $(DESTDIR)$(PREFIX)/bin/keydrift
+	install -m 0644 contrib/keydrift.1 $(DESTDIR)$(PREFIX)/share/man/man1/keydrift.1
+	sed 's|/usr/bin/keydrift|$(PREFIX)/bin/keydrift|' contrib/keydrift.service \
+	  > $(DESTDIR)$(PREFIX)/lib/systemd/system/keydrift.service
+	chmod 0644 $(DESTDIR)$(PREFIX)/lib/systemd/system/keydrift.service
+	install -m 0644 contrib/keydrift.conf $(DESTDIR)$(PREFIX)/share/keydrift/keydrift.conf.example
+	install -m 0644 dashboards/grafana/keydrift-overview.json $(DESTDIR)$(PREFIX)/share/keydrift/grafana/
+	install -m 0644 dashboards/prometheus/alerts.yml dashboards/prometheus/prometheus.yml \
+	  $(DESTDIR)$(PREFIX)/share/keydrift/prometheus/
 
 CLANG_FORMAT ?= clang-format
 FORMAT_SRCS = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find agent exporters storage tests -name '*.[ch]')

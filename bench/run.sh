@@ -21,7 +21,7 @@ total=$(( $(date +%s) - start ))
 {
     echo "# keydrift benchmarks"
     echo
-    echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(git -C .. rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(redis-server --version | cut -d' ' -f3), total ${total} s"
+    echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(git -C .. rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), redis $(redis-server --version | sed "s/.*v=\([^ ]*\).*/\1/"), total ${total} s"
     echo
     for f in compare detect lag lag-20ms cost metrics; do cat results/$f.md; done
 } > results/latest.md

@@ -1042,6 +1042,42 @@ static void cycle_end(struct detect *d)
 }
 
 /*
+ * Replica scan: marks in lacks[] the SCAN keys the primary does not hold now
+ * (one pipelined EXISTS each). Keys the primary holds are compared by the
+ * primary's own scan; comparing them here again would double the work of a
+ * pass. An error reply keeps the key (compared, to be safe). -1 when the
+ * primary could not be read.
+ */
+static int primary_lacks(struct detect *d, const redisReply *keys, unsigned char *lacks)
+{
+    for (size_t at = 0; at < keys->elements; at += BATCH_MAX) {
+        size_t n = keys->elements - at < BATCH_MAX ? keys->elements - at : BATCH_MAX, sent = 0;
+        budget_take(d, (double)n);
+        for (size_t i = at; i < at + n; i++) {
+            const redisReply *k = keys->element[i];
+            if (k->type != REDIS_REPLY_STRING)
+                continue;
+            const char *a[2] = {"EXISTS", k->str};
+            size_t l[2] = {6, k->len};
+            if (rconn_append_argv(d->d_p, 2, a, l) < 0)
+                return -1;
+            sent++;
+        }
+        for (size_t i = at; i < at + n && sent; i++) {
+            if (keys->element[i]->type != REDIS_REPLY_STRING)
+                continue;
+            redisReply *e = rconn_reply(d->d_p);
+            if (!e)
+                return -1;
+            lacks[i] = !(e->type == REDIS_REPLY_INTEGER && e->integer > 0);
+            freeReplyObject(e);
+            sent--;
+        }
+    }
+    return 0;
+}
+
+/*
  * One SCAN call on node c from *cursor; checks the keys it returns (for a
  * replica: only those the primary lacks, against that replica). Returns 1
  * when the cycle ended (cursor back to 0), 0 otherwise, -1 on error.
@@ -1068,10 +1104,19 @@ static int scan_step(struct detect *d, struct rconn *c, unsigned long long *curs
     *cursor = strtoull(r->element[0]->str, NULL, 10);
     ended = *cursor == 0;
     redisReply *keys = r->element[1];
+    unsigned char *lacks = NULL;
+    if (rep >= 0 && keys->elements) {
+        lacks = calloc(keys->elements, 1);
+        if (!lacks || primary_lacks(d, keys, lacks) < 0) {
+            free(lacks);
+            freeReplyObject(r);
+            return -1;
+        }
+    }
     b.n = 0;
     for (size_t i = 0; i < keys->elements; i++) {
         redisReply *k = keys->element[i];
-        if (k->type != REDIS_REPLY_STRING || excluded(d, k->str, k->len))
+        if (k->type != REDIS_REPLY_STRING || excluded(d, k->str, k->len) || (lacks && !lacks[i]))
             continue;
         batch_add(&b, k->str, k->len, 0, -1);
         if (b.n == d->d_batch || b.n == BATCH_MAX || i + 1 == keys->elements) {
@@ -1094,6 +1139,7 @@ static int scan_step(struct detect *d, struct rconn *c, unsigned long long *curs
             check_batch(d, &b, M_REPLICA_SCAN, rep);
         }
     }
+    free(lacks);
     freeReplyObject(r);
     return ended;
 }

@@ -5,7 +5,8 @@ set -e
 PKGS="gcc make pkg-config clang libclang-rt-14-dev clang-format
 libhiredis-dev libcurl4-openssl-dev libsqlite3-dev libmicrohttpd-dev libjansson-dev libxxhash-dev
 sqlite3 redis-server redis-tools python3-pytest python3-redis python3-yaml
-prometheus prometheus-pushgateway prometheus-redis-exporter stunnel4 chromium curl"
+prometheus prometheus-pushgateway prometheus-redis-exporter stunnel4 chromium curl wrk
+openssl man-db"
 
 missing=""
 for p in $PKGS; do

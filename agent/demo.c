@@ -52,20 +52,31 @@ static void on_signal(int sig)
     demo_signalled = 1;
 }
 
-static int free_port(void)
+/*
+ * Picks n distinct free loopback ports: all sockets stay bound until every
+ * port is chosen, so the kernel cannot hand out the same port twice.
+ */
+static int free_ports(int *ports, int n)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(sa);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    int port = -1;
+    int fds[8];
+    int rc = 0;
 
-    if (fd < 0)
-        return -1;
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-        port = ntohs(sa.sin_port);
-    close(fd);
-    return port;
+    for (int i = 0; i < n && i < 8; i++) {
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t len = sizeof(sa);
+        fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+        if (fds[i] < 0 || bind(fds[i], (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+            getsockname(fds[i], (struct sockaddr *)&sa, &len) < 0) {
+            rc = -1;
+            ports[i] = -1;
+        } else {
+            ports[i] = ntohs(sa.sin_port);
+        }
+    }
+    for (int i = 0; i < n && i < 8; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    return rc;
 }
 
 static int port_is_free(int port)
@@ -408,13 +419,18 @@ int cmd_demo(int argc, char **argv)
         perror("keydrift demo: mkdtemp");
         return 2;
     }
+    int ports[6];
+    if (free_ports(ports, 6) < 0) {
+        perror("keydrift demo: choosing ports");
+        return 2;
+    }
     if (!port_is_free(d.port_http))
-        d.port_http = free_port();
-    d.port_primary = free_port();
-    d.port_r1 = free_port();
-    d.port_r2 = free_port();
-    d.port_ca = free_port();
-    d.port_cb = free_port();
+        d.port_http = ports[5];
+    d.port_primary = ports[0];
+    d.port_r1 = ports[1];
+    d.port_r2 = ports[2];
+    d.port_ca = ports[3];
+    d.port_cb = ports[4];
 
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);

@@ -365,3 +365,178 @@ def test_cluster_shards(h):
     for prim, _, _ in shards:
         hb = [k for k in prim.client().scan_iter(match="keydrift:hb:*")]
         assert any(b"test-agent" in k for k in hb), (prim.name, hb)
+
+
+# ------------------------------------------------------------------ ACL
+
+# The agent's minimal ACL rule, as docs/deployment.md gives it (with repairs).
+AGENT_ACL = ("reset on >s3cret ~* resetchannels &cache_update &__keyevent@0__:* -@all "
+             "+ping +info +role +select +readonly +dbsize +scan +randomkey +type +exists "
+             "+dump +pttl +get +strlen +getrange +hgetall +hlen +hrandfield +smembers +scard "
+             "+srandmember +zrange +zcard +zrandmember +lrange +llen +lindex +xrange +xlen "
+             "+memory|usage +set +del +restore +publish +pubsub|numsub +client|list "
+             "+subscribe +psubscribe +config|get +config|set +eval +evalsha +script|load")
+
+
+def acl_user(server, rule=AGENT_ACL):
+    server.client().execute_command("ACL", "SETUSER", "keydrift", *rule.split())
+
+
+def acl_denials(server):
+    out = []
+    for e in server.client().execute_command("ACL", "LOG"):
+        e = dict(zip(e[::2], e[1::2]))
+        if e[b"username"] == b"keydrift":
+            out.append((e[b"reason"], e[b"object"]))
+    return out
+
+
+def test_acl_wrong_password(h):
+    """A wrong password: a clear error in the log, node_up 0, the agent alive."""
+    primary = h.redis("primary")
+    acl_user(primary)
+    pw = h.write_file("pw", "wrong\n")
+    agent = Agent(h, primary, extra="redis-user keydrift\nredis-password-file %s\n" % pw)
+    wait_for(lambda: agent.metric("keydrift_node_up", node="primary", role="primary") == 0,
+             what="node_up 0")
+    wait_for(lambda: "WRONGPASS" in agent.proc.output(), what="the error in the log")
+    time.sleep(1.0)
+    log = agent.proc.output()
+    assert "check redis-user and redis-password-file" in log, log
+    # Logged once per outage, not once per retry.
+    assert log.count("WRONGPASS") <= 2, log
+    assert agent.proc.alive()
+    assert agent.metric("keydrift_node_up", node="primary", role="primary") == 0
+
+
+def test_acl_minimal_user(h):
+    """The documented minimal ACL user measures lag, finds and repairs a divergence,
+    and the servers log no denied command."""
+    primary = h.redis("primary")
+    replica = h.replica("replica", primary)
+    for s in (primary, replica):
+        acl_user(s)
+        s.client().execute_command("ACL", "LOG", "RESET")
+    pw = h.write_file("pw", "s3cret\n")
+    p = primary.client()
+    for i in range(50):
+        p.set("acl:%d" % i, "v")
+    p.hset("acl:hash", mapping={"a": 1})
+    rc = replica.client()
+    wait_for(lambda: rc.get("acl:49") == b"v", what="replicated")
+    agent = Agent(h, primary, [("r1", replica, "native")],
+                  extra="redis-user keydrift\nredis-password-file %s\nrepair auto\n" % pw)
+    wait_for(lambda: agent.replica_status("r1")["status"] == "ok"
+             and agent.replica_status("r1")["lag_seconds"] is not None, what="lag measured")
+    rc.config_set("replica-read-only", "no")
+    rc.set("acl:7", "stale")
+    wait_for(lambda: confirmed(agent, replica="r1", kind="value") >= 1, timeout=30,
+             what="divergence confirmed")
+    wait_for(lambda: rc.get("acl:7") == b"v", timeout=30, what="divergence repaired")
+    assert agent.metric("keydrift_watch_enabled") == 1
+    denied = acl_denials(primary) + acl_denials(replica)
+    assert denied == [], denied
+    assert "NOPERM" not in agent.proc.output()
+
+
+# ------------------------------------------------------------------ TLS through stunnel
+
+def make_certs(d):
+    def run(*a):
+        subprocess.run(a, check=True, capture_output=True, cwd=d, timeout=60)
+    run("openssl", "req", "-x509", "-new", "-nodes", "-newkey", "rsa:2048", "-keyout", "ca.key",
+        "-out", "ca.crt", "-days", "2", "-subj", "/CN=keydrift-test-ca")
+    run("openssl", "req", "-new", "-nodes", "-newkey", "rsa:2048", "-keyout", "server.key",
+        "-out", "server.csr", "-subj", "/CN=localhost")
+    with open(os.path.join(d, "san.ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    run("openssl", "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "san.ext")
+    return {k: os.path.join(d, k) for k in ("ca.crt", "server.crt", "server.key")}
+
+
+def tls_redis(h, name, certs, extra=()):
+    d = os.path.join(h.tmp, name)
+    os.makedirs(d, exist_ok=True)
+    port = free_port()
+    p = Proc(["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+              "--tls-cert-file", certs["server.crt"], "--tls-key-file", certs["server.key"],
+              "--tls-ca-cert-file", certs["ca.crt"], "--tls-auth-clients", "no",
+              "--dir", d, "--save", "", "--appendonly", "no", "--protected-mode", "no",
+              "--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"] + list(extra),
+             os.path.join(d, "redis.log"))
+    h.procs.append(p)
+    return port
+
+
+def stunnel(h, name, tls_port, certs):
+    """A local stunnel client: plain TCP on a loopback port, TLS (verified) to tls_port."""
+    local = free_port()
+    conf = h.write_file("%s-stunnel.conf" % name,
+                        "foreground = yes\npid =\n[%s]\nclient = yes\n"
+                        "accept = 127.0.0.1:%d\nconnect = 127.0.0.1:%d\n"
+                        "CAfile = %s\nverifyChain = yes\ncheckIP = 127.0.0.1\n"
+                        % (name, local, tls_port, certs["ca.crt"]))
+    h.procs.append(Proc(["stunnel4", conf], os.path.join(h.tmp, "%s-stunnel.log" % name)))
+    c = redis.Redis(host="127.0.0.1", port=local, socket_timeout=2)
+    wait_for(lambda: c.ping(), timeout=15, what="redis through stunnel %s" % name)
+    return local, c
+
+
+def test_tls_through_stunnel(h):
+    """TLS-only servers (the replica replicates over TLS too), reached through
+    local stunnel clients: lag is measured and a divergence found."""
+    certs = make_certs(h.tmp)
+    pport = tls_redis(h, "tls-primary", certs)
+    plocal, pc = stunnel(h, "primary", pport, certs)
+    rport = tls_redis(h, "tls-replica", certs, ["--tls-replication", "yes",
+                                                "--replicaof", "127.0.0.1", str(pport)])
+    rlocal, rc = stunnel(h, "replica", rport, certs)
+    wait_for(lambda: rc.info("replication").get("master_link_status") == "up", timeout=20,
+             what="TLS replication up")
+    for i in range(30):
+        pc.set("tls:%d" % i, "v")
+    wait_for(lambda: rc.get("tls:29") == b"v", what="replicated over TLS")
+    agent = Agent(h, "127.0.0.1:%d" % plocal, [("r1", "127.0.0.1:%d" % rlocal, "native")])
+    wait_for(lambda: agent.replica_status("r1")["status"] == "ok"
+             and agent.replica_status("r1")["lag_seconds"] is not None
+             and agent.replica_status("r1").get("lag_bytes") is not None,
+             what="lag through stunnel")
+    rc.config_set("replica-read-only", "no")
+    rc.set("tls:3", "stale")
+    wait_for(lambda: confirmed(agent, replica="r1", kind="value") >= 1, timeout=30,
+             what="divergence through stunnel")
+
+
+# ------------------------------------------------------------------ several dbs
+
+def test_several_dbs(h):
+    """With `db 0 3`, a divergence in db 3 is found (daemon and check), and db 0's
+    keys are checked too."""
+    primary = h.redis("primary")
+    replica = h.replica("replica", primary)
+    p0, p3 = primary.client(db=0), primary.client(db=3)
+    for i in range(40):
+        p0.set("zero:%d" % i, "v")
+        p3.set("three:%d" % i, "v")
+    r3 = replica.client(db=3)
+    wait_for(lambda: r3.get("three:39") == b"v" and replica.client().get("zero:39") == b"v",
+             what="both dbs replicated")
+    replica.client().config_set("replica-read-only", "no")
+    r3.set("three:5", "stale")
+
+    conf = h.write_file("dbs.conf", "primary %s\nreplica r1 %s native\ndb 0 3\n"
+                        "agent-id test-dbs\n" % (primary.addr, replica.addr))
+    p = h.run_keydrift("check", conf, "--json", timeout=60)
+    assert p.returncode == 1, p.stderr.decode()
+    doc = json.loads(p.stdout)
+    assert [(d["key"], d["db"], d["kind"]) for d in doc["divergences"]] == \
+        [("three:5", 3, "value")]
+    assert doc["keys_checked"] >= 80
+
+    agent = Agent(h, primary, [("r1", replica, "native")], extra="db 0 3\n")
+    wait_for(lambda: confirmed(agent, replica="r1", kind="value") >= 1, timeout=30,
+             what="db 3 divergence confirmed")
+    wait_for(lambda: agent.metric("keydrift_shard_keys_checked_total", shard="0", db="0")
+             and agent.metric("keydrift_shard_keys_checked_total", shard="0", db="3"),
+             what="both engines checking")

@@ -136,11 +136,11 @@ static void print_json(const struct findings *fs, uint64_t checked, double secs,
         snprintf(rd, sizeof(rd), "%016" PRIx64, x->rd);
         json_array_append_new(
             arr,
-            json_pack("{s:s,s:s,s:s,s:s,s:I,s:I,s:s,s:s,s:s,s:s,s:i}", "replica", x->replica,
-                      "key", k ? k : "", "key_base64", b ? b : "", "kind", cmp_kind_name(x->kind),
+            json_pack("{s:s,s:s,s:s,s:s,s:I,s:I,s:s,s:s,s:s,s:s,s:i}", "replica", x->replica, "key",
+                      k ? k : "", "key_base64", b ? b : "", "kind", cmp_kind_name(x->kind),
                       "primary_ttl_ms", (json_int_t)x->pttl, "replica_ttl_ms", (json_int_t)x->rttl,
-                      "primary_digest", pd, "replica_digest", rd, "found_by", x->found_by,
-                      "shard", shard_of(units, nunits, x->replica), "db", x->db));
+                      "primary_digest", pd, "replica_digest", rd, "found_by", x->found_by, "shard",
+                      shard_of(units, nunits, x->replica), "db", x->db));
         free(k);
         free(b);
     }

@@ -925,8 +925,8 @@ int cfg_finish(struct config *c, char *err, size_t errlen)
     free(c->sentinel_password);
     c->sentinel_password = NULL;
     if (c->sentinel_password_file && *c->sentinel_password_file) {
-        c->sentinel_password = read_secret(c->sentinel_password_file, err, errlen,
-                                           "option 'sentinel-password-file':");
+        c->sentinel_password =
+            read_secret(c->sentinel_password_file, err, errlen, "option 'sentinel-password-file':");
         if (!c->sentinel_password)
             return -1;
     } else if ((env = getenv("KEYDRIFT_SENTINEL_PASSWORD")) != NULL && *env) {

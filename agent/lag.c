@@ -74,7 +74,7 @@ struct lag {
     uint64_t l_written;       /* newest seq written (0: none yet) */
     long long l_primary_offset;
     long long l_subscribers;
-    int l_named_any; /* some subscriber calls itself keydrift-sync */
+    int l_named_any;  /* some subscriber calls itself keydrift-sync */
     int l_not_master; /* INFO says the "primary" is not a master: no heartbeat writes */
     char l_run_id[48];
 
@@ -507,8 +507,7 @@ static void *hb_main(void *arg)
             if (!up) {
                 log_warnx("primary unreachable: %s", rconn_errstr(c));
                 topo_kick(); /* a dead primary may have been failed over */
-            }
-            else
+            } else
                 log_notice("primary reachable again");
             if (l->l_store)
                 store_put_event(l->l_store, (int64_t)clock_wall_ms(), up ? "link-up" : "link-down",

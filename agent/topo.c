@@ -178,8 +178,8 @@ static int ask_sentinel(const struct config *cfg, const struct cfg_addr *sa, str
     snprintf(s->ts_primary_name, sizeof(s->ts_primary_name), "primary");
     char pb[16];
     elem_str(r->element[0], buf, sizeof(buf));
-    if (set_addr(&s->ts_primary, buf, strlen(buf),
-                 atoll(elem_str(r->element[1], pb, sizeof(pb)))) < 0) {
+    if (set_addr(&s->ts_primary, buf, strlen(buf), atoll(elem_str(r->element[1], pb, sizeof(pb)))) <
+        0) {
         snprintf(err, errlen, "sentinel %s:%d: bad master address", sa->host, sa->port);
         goto out;
     }

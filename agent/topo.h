@@ -35,8 +35,8 @@ struct store;
 struct lag;
 
 struct topo_shard {
-    int ts_index;           /* position among all shards, by first slot (0 outside a cluster) */
-    char ts_label[16];      /* the `shard` metric label: ts_index in decimal */
+    int ts_index;      /* position among all shards, by first slot (0 outside a cluster) */
+    char ts_label[16]; /* the `shard` metric label: ts_index in decimal */
     char ts_primary_name[CFG_NAME_MAX]; /* node label: "primary", or "ip-port" in a cluster */
     struct cfg_addr ts_primary;
     struct cfg_replica ts_replicas[CFG_MAX_REPLICAS];

@@ -537,7 +537,8 @@ int topo_unit_start(struct topo_unit *u, const struct config *base, const struct
 void topo_unit_start_detect(struct topo_unit *u, const struct detect_opts *tmpl,
                             struct store *store)
 {
-    if (!u->u_lag || !u->u_cfg.modes || u->u_cfg.nreplicas == 0)
+    /* A one-pass check scans whatever sample-modes says; the daemon honours "none". */
+    if (!u->u_lag || (!u->u_cfg.modes && !tmpl->one_pass) || u->u_cfg.nreplicas == 0)
         return;
     /* One engine per db: each scans only its db on this shard's primary. */
     for (int k = 0; k < u->u_cfg.ndbs; k++) {

@@ -16,6 +16,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "store.h"
+#include "topo.h"
 #include "webhook.h"
 
 #include <errno.h>
@@ -59,8 +60,16 @@ static void agent_collect(void *arg)
     node_metrics(&a->a_primary);
     for (int i = 0; i < a->a_cfg.nreplicas; i++)
         node_metrics(&a->a_replicas[i]);
-    if (a->a_lag)
-        lag_collect(a->a_lag);
+    /* Every shard's lag and engines; unit 0's nodes are the ones above. */
+    for (int u = 0; u < a->a_nunits; u++) {
+        struct topo_unit *un = &a->a_units[u];
+        if (u > 0) {
+            node_metrics(un->u_primary);
+            for (int i = 0; i < un->u_cfg.nreplicas; i++)
+                node_metrics(&un->u_replicas[i]);
+        }
+        topo_unit_collect(un);
+    }
     if (a->a_store) {
         metric_set(metrics_series0(m_store_err),
                    (double)(store_errors_total(a->a_store) + a->a_store_open_failures));
@@ -109,6 +118,7 @@ static void register_metrics(struct agent *a)
                                0, NULL);
     lag_metrics_init();
     detect_metrics_init();
+    topo_metrics_init();
     metrics_register_process();
     metrics_add_collector(agent_collect, a);
 }
@@ -201,30 +211,149 @@ static void open_store(struct agent *a)
     }
 }
 
+/*
+ * Resolves the configured discovery into a->a_topo (static: the config as
+ * is; Sentinel/Cluster: asks them, bounded by connect-timeout per address).
+ * On failure the topology is empty, nothing is watched, and the watch keeps
+ * retrying. Called with a_lock held for writing, or before threads start.
+ */
+static void resolve_topology(struct agent *a)
+{
+    char err[CFG_ERR_MAX], line[512];
+
+    if (!a->a_topo && !(a->a_topo = calloc(1, sizeof(*a->a_topo))))
+        fatalx("out of memory");
+    if (topo_resolve(&a->a_cfg, a->a_topo, err, sizeof(err)) < 0) {
+        log_errorx("discovery: %s; nothing is watched until it answers (retrying)", err);
+        a->a_topo->t_nshards = a->a_topo->t_total = 0;
+        return;
+    }
+    if (a->a_cfg.discovery == DISCOVERY_STATIC)
+        return;
+    for (int i = 0; i < a->a_topo->t_nshards; i++) {
+        topo_describe(&a->a_topo->t_shards[i], line, sizeof(line));
+        log_notice("discovery: %s", line);
+    }
+    if (a->a_cfg.discovery == DISCOVERY_CLUSTER)
+        log_notice("discovery: %d of %d cluster shard(s) are this agent's (shard-index %d/%d)",
+                   a->a_topo->t_nshards, a->a_topo->t_total, a->a_cfg.shard_index,
+                   a->a_cfg.shard_count);
+}
+
+/*
+ * Mirrors shard 0 of the topology into a_cfg.primary/replicas (what the
+ * status, readiness and node metrics read). Sentinel re-resolution only takes
+ * the pubsub caches from the config, so overwriting the natives is safe.
+ */
+static void adopt_topology(struct agent *a)
+{
+    const struct topo_shard *s;
+
+    if (a->a_cfg.discovery == DISCOVERY_STATIC)
+        return;
+    if (a->a_topo->t_nshards == 0) {
+        a->a_cfg.nreplicas = 0;
+        return;
+    }
+    s = &a->a_topo->t_shards[0];
+    a->a_cfg.primary = s->ts_primary;
+    memcpy(a->a_cfg.replicas, s->ts_replicas, sizeof(s->ts_replicas[0]) * (size_t)s->ts_nreplicas);
+    a->a_cfg.nreplicas = s->ts_nreplicas;
+}
+
+/*
+ * Starts one unit per shard of a_topo: its lag monitor and one detection
+ * engine per db. Every engine starts with no in-memory state, so after a
+ * topology change no suspect of the old topology is carried over (history
+ * stays in SQLite). a_lock held for writing, or before threads start.
+ */
 static void start_workers(struct agent *a)
 {
+    struct detect_opts tmpl = {0};
+    int n = a->a_topo->t_nshards;
+
+    adopt_topology(a);
     init_nodes(a);
     open_store(a);
-    a->a_lag = lag_start(&a->a_cfg, &a->a_primary, a->a_replicas, a->a_store);
-    if (!a->a_lag)
-        fatalx("cannot start the lag monitor");
-    if (a->a_cfg.modes && a->a_cfg.nreplicas > 0) {
-        struct detect_opts o = {.cfg = &a->a_cfg,
-                                .primary = &a->a_primary,
-                                .replicas = a->a_replicas,
-                                .lag = a->a_lag,
-                                .store = a->a_store,
-                                .db = a->a_cfg.dbs[0]};
-        a->a_detect = detect_start(&o);
+    a->a_units = calloc((size_t)(n ? n : 1), sizeof(*a->a_units));
+    if (!a->a_units)
+        fatalx("out of memory");
+    for (int i = 0; i < n; i++) {
+        struct topo_unit *u = &a->a_units[i];
+        if (topo_unit_start(u, &a->a_cfg, &a->a_topo->t_shards[i], i == 0 ? &a->a_primary : NULL,
+                            i == 0 ? a->a_replicas : NULL, a->a_store) < 0)
+            fatalx("cannot start the lag monitor");
+        topo_unit_start_detect(u, &tmpl, a->a_store);
+        a->a_nunits++;
+        if (i > 0 && a->a_store) {
+            char addr[CFG_HOST_MAX + 8];
+            snprintf(addr, sizeof(addr), "%s:%d", u->u_cfg.primary.host, u->u_cfg.primary.port);
+            store_put_node(a->a_store, u->u_primary->rn_name, "primary", addr, "");
+            for (int k = 0; k < u->u_cfg.nreplicas; k++) {
+                const struct cfg_replica *r = &u->u_cfg.replicas[k];
+                snprintf(addr, sizeof(addr), "%s:%d", r->addr.host, r->addr.port);
+                store_put_node(a->a_store, r->name, "replica", addr,
+                               cfg_replica_kind_name(r->kind));
+            }
+        }
     }
+    a->a_lag = n ? a->a_units[0].u_lag : NULL;
+    a->a_detect = n && a->a_units[0].u_ndetect ? a->a_units[0].u_detect[0] : NULL;
+    topo_metrics_set(a->a_topo);
 }
 
 static void stop_workers(struct agent *a)
 {
-    detect_stop(a->a_detect);
+    for (int i = 0; i < a->a_nunits; i++)
+        topo_unit_stop(&a->a_units[i]);
+    free(a->a_units);
+    a->a_units = NULL;
+    a->a_nunits = 0;
     a->a_detect = NULL;
-    lag_stop(a->a_lag);
     a->a_lag = NULL;
+}
+
+/* Drops the per-node, per-replica series: the next render shows the new topology. */
+static void reset_worker_metrics(void)
+{
+    lag_metrics_reset();
+    detect_metrics_reset();
+    metrics_family_reset(m_node_up);
+    metrics_family_reset(m_cmds);
+}
+
+/*
+ * Follows a topology change the watch reported: the same swap as a reload
+ * (stop lag and detection, adopt the new primary and replicas, start again),
+ * then records it as an event.
+ */
+static void follow_topology(struct agent *a)
+{
+    const char *why = "topology";
+    struct topo *t = topo_watch_poll(a->a_watch, &why);
+    char line[1024] = "";
+
+    if (!t)
+        return;
+    pthread_rwlock_wrlock(&a->a_lock);
+    stop_workers(a);
+    reset_worker_metrics();
+    free(a->a_topo);
+    a->a_topo = t;
+    start_workers(a);
+    for (int i = 0; i < t->t_nshards; i++) {
+        size_t o = strlen(line);
+        topo_describe(&t->t_shards[i], line + o, sizeof(line) - o);
+        o = strlen(line);
+        if (i + 1 < t->t_nshards && o + 2 < sizeof(line))
+            memcpy(line + o, "; ", 3);
+    }
+    if (a->a_store)
+        store_put_event(a->a_store, (int64_t)clock_wall_ms(), why,
+                        t->t_nshards ? a->a_units[0].u_primary->rn_name : "topology", line);
+    pthread_rwlock_unlock(&a->a_lock);
+    log_notice("discovery: %s: workers restarted with %s", why,
+               line[0] ? line : "no shard to watch");
 }
 
 static void apply_log_settings(const struct config *c)
@@ -279,10 +408,9 @@ static void reload(struct agent *a, const char *path, int argc, char **argv)
 
     pthread_rwlock_wrlock(&a->a_lock);
     stop_workers(a);
-    lag_metrics_reset();
-    detect_metrics_reset();
-    metrics_family_reset(m_node_up);
-    metrics_family_reset(m_cmds);
+    topo_watch_stop(a->a_watch); /* it borrows the old config's strings */
+    a->a_watch = NULL;
+    reset_worker_metrics();
     /* Keep what cannot change without a restart. */
     free(fresh.http_listen);
     fresh.http_listen = strdup(a->a_cfg.http_listen);
@@ -291,7 +419,9 @@ static void reload(struct agent *a, const char *path, int argc, char **argv)
     cfg_free(&a->a_cfg);
     a->a_cfg = fresh;
     apply_log_settings(&a->a_cfg);
+    resolve_topology(a);
     start_workers(a);
+    a->a_watch = topo_watch_start(&a->a_cfg, a->a_topo);
     a->a_reloads++;
     pthread_rwlock_unlock(&a->a_lock);
     log_notice("reload: applied");
@@ -354,10 +484,14 @@ int cmd_run(int argc, char **argv)
     register_metrics(a);
     if (webhook_init(a->a_cfg.webhook_url, WEBHOOK_TIMEOUT_MS) < 0)
         log_errorx("webhook: cannot start the sender; notifications are off");
+    resolve_topology(a);
     start_workers(a);
+    a->a_watch = topo_watch_start(&a->a_cfg, a->a_topo);
     if (a->a_cfg.http_listen[0] && start_http(a, err, sizeof(err)) < 0) {
         log_errorx("http: %s", err);
+        topo_watch_stop(a->a_watch);
         stop_workers(a);
+        free(a->a_topo);
         if (a->a_store)
             store_close(a->a_store);
         webhook_shutdown();
@@ -383,6 +517,7 @@ int cmd_run(int argc, char **argv)
             log_notice("received SIGHUP, reloading %s", path ? path : "(no file)");
             reload(a, path, argc - i, argv + i);
         }
+        follow_topology(a);
         if (!a->a_store && a->a_cfg.history_db[0] && clock_mono_us() / 1000 >= next_store_try) {
             pthread_rwlock_wrlock(&a->a_lock);
             open_store(a);
@@ -399,8 +534,12 @@ int cmd_run(int argc, char **argv)
 
     http_free(a->a_http);
     a->a_http = NULL;
+    topo_watch_stop(a->a_watch);
+    a->a_watch = NULL;
     pthread_rwlock_wrlock(&a->a_lock);
     stop_workers(a);
+    free(a->a_topo);
+    a->a_topo = NULL;
     if (a->a_store) {
         store_put_event(a->a_store, (int64_t)clock_wall_ms(), "stop", "agent", "");
         store_close(a->a_store);

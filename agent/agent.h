@@ -15,6 +15,9 @@ struct lag;
 struct detect;
 struct store;
 struct http_server;
+struct topo;
+struct topo_unit;
+struct topo_watch;
 
 struct agent {
     pthread_rwlock_t a_lock; /* readers: HTTP handlers, collectors; writer: reload */
@@ -27,6 +30,17 @@ struct agent {
     char a_store_error[256]; /* why the store could not be opened, "" otherwise */
     uint64_t a_store_open_failures;
     struct http_server *a_http;
+    /*
+     * Discovery (topo.c): the resolved topology, one unit (lag monitor and
+     * per-db engines) per shard, and the watch that follows failovers. Unit 0
+     * runs on a_primary/a_replicas and is mirrored in a_cfg.primary/replicas,
+     * a_lag and a_detect (its first db), so code that knows one primary keeps
+     * working; a cluster's other shards are only in a_units.
+     */
+    struct topo *a_topo;
+    struct topo_unit *a_units;
+    int a_nunits;
+    struct topo_watch *a_watch;
     uint64_t a_started_ms;
     uint64_t a_reloads;
 };

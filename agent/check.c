@@ -15,6 +15,7 @@
 #include "metrics.h"
 #include "push.h"
 #include "textenc.h"
+#include "topo.h"
 
 #include <inttypes.h>
 #include <jansson.h>
@@ -26,6 +27,7 @@
 
 struct finding {
     char *replica;
+    int db;
     char *key;
     size_t keylen;
     enum cmp_kind kind;
@@ -59,6 +61,7 @@ static void on_confirmed(const struct detect_finding *f, void *arg)
     }
     struct finding *x = &fs->v[fs->n++];
     x->replica = strdup(f->replica);
+    x->db = f->db;
     x->key = malloc(f->keylen ? f->keylen : 1);
     if (x->key)
         memcpy(x->key, f->key, f->keylen);
@@ -87,7 +90,42 @@ static void print_table(const struct findings *fs, uint64_t checked, double secs
         printf("consistent: %" PRIu64 " keys checked in %.1f s\n", checked, secs);
 }
 
-static void print_json(const struct findings *fs, uint64_t checked, double secs)
+/* The label of the shard that has the named replica ("" when none does). */
+static const char *shard_of(const struct topo_unit *units, int n, const char *replica)
+{
+    for (int u = 0; u < n; u++)
+        for (int i = 0; i < units[u].u_cfg.nreplicas; i++)
+            if (!strcmp(units[u].u_cfg.replicas[i].name, replica))
+                return units[u].u_shard.ts_label;
+    return "";
+}
+
+/* Per shard: its primary and the keys its engines checked (all dbs). */
+static json_t *shards_json(const struct topo_unit *units, int n)
+{
+    json_t *arr = json_array();
+    for (int u = 0; u < n; u++) {
+        const struct topo_unit *un = &units[u];
+        char addr[CFG_HOST_MAX + 8];
+        json_int_t checked = 0;
+        json_t *reps = json_array();
+        for (int k = 0; k < un->u_ndetect; k++) {
+            struct detect_progress p;
+            detect_progress(un->u_detect[k], &p);
+            checked += (json_int_t)p.keys_checked;
+        }
+        for (int i = 0; i < un->u_cfg.nreplicas; i++)
+            json_array_append_new(reps, json_string(un->u_cfg.replicas[i].name));
+        snprintf(addr, sizeof(addr), "%s:%d", un->u_cfg.primary.host, un->u_cfg.primary.port);
+        json_array_append_new(arr, json_pack("{s:s,s:s,s:o,s:I}", "shard", un->u_shard.ts_label,
+                                             "primary", addr, "replicas", reps, "keys_checked",
+                                             checked));
+    }
+    return arr;
+}
+
+static void print_json(const struct findings *fs, uint64_t checked, double secs,
+                       const struct topo_unit *units, int nunits)
 {
     json_t *arr = json_array();
     for (size_t i = 0; i < fs->n; i++) {
@@ -98,15 +136,17 @@ static void print_json(const struct findings *fs, uint64_t checked, double secs)
         snprintf(rd, sizeof(rd), "%016" PRIx64, x->rd);
         json_array_append_new(
             arr,
-            json_pack("{s:s,s:s,s:s,s:s,s:I,s:I,s:s,s:s,s:s}", "replica", x->replica, "key",
+            json_pack("{s:s,s:s,s:s,s:s,s:I,s:I,s:s,s:s,s:s,s:s,s:i}", "replica", x->replica, "key",
                       k ? k : "", "key_base64", b ? b : "", "kind", cmp_kind_name(x->kind),
                       "primary_ttl_ms", (json_int_t)x->pttl, "replica_ttl_ms", (json_int_t)x->rttl,
-                      "primary_digest", pd, "replica_digest", rd, "found_by", x->found_by));
+                      "primary_digest", pd, "replica_digest", rd, "found_by", x->found_by, "shard",
+                      shard_of(units, nunits, x->replica), "db", x->db));
         free(k);
         free(b);
     }
-    json_t *j = json_pack("{s:b,s:I,s:f,s:o}", "consistent", fs->n == 0, "keys_checked",
-                          (json_int_t)checked, "duration_seconds", secs, "divergences", arr);
+    json_t *j = json_pack("{s:b,s:I,s:f,s:o,s:o}", "consistent", fs->n == 0, "keys_checked",
+                          (json_int_t)checked, "duration_seconds", secs, "divergences", arr,
+                          "shards", shards_json(units, nunits));
     char *s = json_dumps(j, JSON_INDENT(2) | JSON_ENSURE_ASCII);
     if (s)
         printf("%s\n", s);
@@ -114,11 +154,28 @@ static void print_json(const struct findings *fs, uint64_t checked, double secs)
     json_decref(j);
 }
 
-static void progress_line(struct detect *d, uint64_t started)
+/* The progress of every engine of every unit, summed; *failed when one could not read. */
+static void sum_progress(struct topo_unit *units, int n, struct detect_progress *sum)
+{
+    memset(sum, 0, sizeof(*sum));
+    for (int u = 0; u < n; u++) {
+        for (int k = 0; k < units[u].u_ndetect; k++) {
+            struct detect_progress p;
+            detect_progress(units[u].u_detect[k], &p);
+            sum->keys_checked += p.keys_checked;
+            sum->keys_in_db += p.keys_in_db;
+            sum->suspects += p.suspects;
+            if (p.error[0] && !sum->error[0])
+                snprintf(sum->error, sizeof(sum->error), "%s", p.error);
+        }
+    }
+}
+
+static void progress_line(struct topo_unit *units, int n, uint64_t started)
 {
     struct detect_progress p;
     double secs = (double)(clock_mono_us() - started) / 1e6;
-    detect_progress(d, &p);
+    sum_progress(units, n, &p);
     double rate = secs > 0 ? (double)p.keys_checked / secs : 0;
     double left = p.keys_in_db > p.keys_checked ? (double)(p.keys_in_db - p.keys_checked) : 0;
     fprintf(stderr,
@@ -172,65 +229,99 @@ int cmd_check(int argc, char **argv)
     enum log_level lvl = LOG_LVL_WARNING;
     log_level_parse(cfg.log_level, &lvl);
     log_set_level(lvl > LOG_LVL_WARNING ? lvl : LOG_LVL_WARNING);
-    if (cfg.nreplicas == 0) {
-        fprintf(stderr, "keydrift check: no replicas configured (option 'replica')\n");
+    /* The topology: the configured one, or Sentinel's / the Cluster's, each
+     * shard checked by its own lag monitor and one engine per db. */
+    struct topo *t = calloc(1, sizeof(*t));
+    if (!t || topo_resolve(&cfg, t, err, sizeof(err)) < 0) {
+        fprintf(stderr, "keydrift check: %s\n", t ? err : "out of memory");
+        free(t);
         cfg_free(&cfg);
         return 2;
     }
-
-    struct rnode primary, replicas[CFG_MAX_REPLICAS];
-    memset(&primary, 0, sizeof(primary));
-    memset(replicas, 0, sizeof(replicas));
-    snprintf(primary.rn_name, sizeof(primary.rn_name), "primary");
-    for (int r = 0; r < cfg.nreplicas; r++)
-        snprintf(replicas[r].rn_name, sizeof(replicas[r].rn_name), "%s", cfg.replicas[r].name);
+    int nunits = t->t_nshards, total_replicas = 0;
+    for (int u = 0; u < nunits; u++)
+        total_replicas += t->t_shards[u].ts_nreplicas;
+    if (total_replicas == 0) {
+        fprintf(stderr, "keydrift check: no replicas %s\n",
+                cfg.discovery == DISCOVERY_STATIC ? "configured (option 'replica')"
+                                                  : "found by discovery");
+        free(t);
+        cfg_free(&cfg);
+        return 2;
+    }
+    struct topo_unit *units = calloc((size_t)nunits, sizeof(*units));
+    if (!units) {
+        free(t);
+        cfg_free(&cfg);
+        return 2;
+    }
     lag_metrics_init();
     detect_metrics_init();
+    topo_metrics_init();
 
     uint64_t started = clock_mono_us();
-    struct lag *lag = lag_start(&cfg, &primary, replicas, NULL);
-    /* Let the lag monitor see every replica once: confirmation needs it. */
-    for (int t = 0; t < 100 && lag; t++) {
-        int seen = 0;
-        for (int r = 0; r < cfg.nreplicas; r++) {
-            struct lag_view v;
-            lag_get(lag, r, &v);
-            seen += v.lag_seconds >= 0 || !v.reachable;
+    int started_units = 0, start_failed = 0;
+    for (int u = 0; u < nunits; u++) {
+        if (topo_unit_start(&units[u], &cfg, &t->t_shards[u], NULL, NULL, NULL) < 0) {
+            start_failed = 1;
+            break;
         }
-        if (seen == cfg.nreplicas && lag_primary_offset(lag) >= 0)
+        started_units++;
+    }
+    /* Let the lag monitors see every replica once: confirmation needs it. */
+    for (int tries = 0; tries < 100 && !start_failed; tries++) {
+        int seen = 0, ready = 1;
+        for (int u = 0; u < nunits; u++) {
+            for (int r = 0; r < units[u].u_cfg.nreplicas; r++) {
+                struct lag_view v;
+                lag_get(units[u].u_lag, r, &v);
+                seen += v.lag_seconds >= 0 || !v.reachable;
+            }
+            ready = ready && lag_primary_offset(units[u].u_lag) >= 0;
+        }
+        if (seen == total_replicas && ready)
             break;
         usleep(20000);
     }
-    struct detect_opts o = {.cfg = &cfg,
-                            .primary = &primary,
-                            .replicas = replicas,
-                            .lag = lag,
-                            .one_pass = 1,
-                            .db = cfg.dbs[0],
-                            .on_confirmed = on_confirmed,
-                            .arg = &fs};
-    struct detect *d = lag ? detect_start(&o) : NULL;
-    if (!d) {
+    struct detect_opts tmpl = {.one_pass = 1, .on_confirmed = on_confirmed, .arg = &fs};
+    int engines = 0;
+    for (int u = 0; u < started_units && !start_failed; u++) {
+        topo_unit_start_detect(&units[u], &tmpl, NULL);
+        engines += units[u].u_ndetect;
+        if (units[u].u_cfg.nreplicas > 0 && units[u].u_ndetect != cfg.ndbs)
+            start_failed = 1;
+    }
+    if (start_failed || engines == 0) {
         fprintf(stderr, "keydrift check: cannot start\n");
-        lag_stop(lag);
+        for (int u = 0; u < started_units; u++)
+            topo_unit_stop(&units[u]);
+        free(units);
+        free(t);
         cfg_free(&cfg);
         return 2;
     }
     int tty = isatty(STDERR_FILENO);
-    /* Wait for the pass, moving the progress line on a terminal. */
-    while (!detect_done(d)) {
+    /* Wait for every pass, moving the progress line on a terminal. */
+    for (;;) {
+        int done = 1;
+        for (int u = 0; u < nunits; u++)
+            for (int k = 0; k < units[u].u_ndetect; k++)
+                done = done && detect_done(units[u].u_detect[k]);
+        if (done)
+            break;
         if (tty)
-            progress_line(d, started);
+            progress_line(units, nunits, started);
         usleep(200000);
     }
     if (tty)
         fprintf(stderr, "\n");
-    int failed = detect_wait(d) < 0;
+    int failed = 0;
+    for (int u = 0; u < nunits; u++)
+        for (int k = 0; k < units[u].u_ndetect; k++)
+            failed |= detect_wait(units[u].u_detect[k]) < 0;
     struct detect_progress p;
-    detect_progress(d, &p);
+    sum_progress(units, nunits, &p);
     double secs = (double)(clock_mono_us() - started) / 1e6;
-    detect_stop(d);
-    lag_stop(lag);
 
     if (failed) {
         fprintf(stderr, "keydrift check: %s\n",
@@ -238,7 +329,7 @@ int cmd_check(int argc, char **argv)
         rc = 2;
     } else {
         if (json)
-            print_json(&fs, p.keys_checked, secs);
+            print_json(&fs, p.keys_checked, secs, units, nunits);
         else
             print_table(&fs, p.keys_checked, secs);
         rc = fs.n ? 1 : 0;
@@ -255,6 +346,10 @@ int cmd_check(int argc, char **argv)
         free(fs.v[k].found_by);
     }
     free(fs.v);
+    for (int u = 0; u < nunits; u++)
+        topo_unit_stop(&units[u]);
+    free(units);
+    free(t);
     metrics_shutdown();
     cfg_free(&cfg);
     return rc;

@@ -82,6 +82,9 @@ static const struct cfg_option cfg_options[] = {
     {"db", T_CUSTOM, 0, 0, 0, "0", NULL, parse_dbs, render_dbs, 0},
     {"redis-user", T_STR, FIELD(redis_user), 0, 0, "", NULL, NULL, NULL, 0},
     {"redis-password-file", T_STR, FIELD(redis_password_file), 0, 0, "", NULL, NULL, NULL, 0},
+    {"sentinel-user", T_STR, FIELD(sentinel_user), 0, 0, "", NULL, NULL, NULL, 0},
+    {"sentinel-password-file", T_STR, FIELD(sentinel_password_file), 0, 0, "", NULL, NULL, NULL, 0},
+    {"discovery-interval", T_DURATION, FIELD(discovery_interval), 100, 3600000, "10s", NULL, NULL, NULL, 0},
     {"connect-timeout", T_DURATION, FIELD(connect_timeout), 10, 60000, "1s", NULL, NULL, NULL, 0},
     {"command-timeout", T_DURATION, FIELD(command_timeout), 10, 600000, "5s", NULL, NULL, NULL, 0},
     /* sync channel */
@@ -806,6 +809,8 @@ void cfg_free(struct config *c)
     c->log_level = NULL;
     free(c->redis_password);
     c->redis_password = NULL;
+    free(c->sentinel_password);
+    c->sentinel_password = NULL;
     free(c->http_token);
     c->http_token = NULL;
 }
@@ -896,6 +901,11 @@ int cfg_finish(struct config *c, char *err, size_t errlen)
             return -1;
         }
     }
+    /* A Redis Cluster has only database 0. */
+    if (c->discovery == DISCOVERY_CLUSTER && (c->ndbs != 1 || c->dbs[0] != 0)) {
+        snprintf(err, errlen, "option 'db': a Redis Cluster has only database 0");
+        return -1;
+    }
     if (c->lag_poll_interval > c->heartbeat_interval * 10) {
         snprintf(err, errlen,
                  "option 'lag-poll-interval': %lldms is more than ten heartbeat intervals",
@@ -911,6 +921,16 @@ int cfg_finish(struct config *c, char *err, size_t errlen)
             return -1;
     } else if ((env = getenv("KEYDRIFT_REDIS_PASSWORD")) != NULL && *env) {
         c->redis_password = strdup(env);
+    }
+    free(c->sentinel_password);
+    c->sentinel_password = NULL;
+    if (c->sentinel_password_file && *c->sentinel_password_file) {
+        c->sentinel_password =
+            read_secret(c->sentinel_password_file, err, errlen, "option 'sentinel-password-file':");
+        if (!c->sentinel_password)
+            return -1;
+    } else if ((env = getenv("KEYDRIFT_SENTINEL_PASSWORD")) != NULL && *env) {
+        c->sentinel_password = strdup(env);
     }
     free(c->http_token);
     c->http_token = NULL;

@@ -59,6 +59,10 @@ struct config {
     char *redis_user;
     char *redis_password_file;
     char *redis_password; /* from the file or KEYDRIFT_REDIS_PASSWORD */
+    char *sentinel_user;
+    char *sentinel_password_file;
+    char *sentinel_password; /* from the file or KEYDRIFT_SENTINEL_PASSWORD */
+    long long discovery_interval;
     long long connect_timeout;
     long long command_timeout;
 

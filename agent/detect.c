@@ -2135,12 +2135,14 @@ static void *engine_main(void *arg)
 
 /* ------------------------------------------------------------ lifecycle */
 
+/* A connection to one node; replicas of a Redis Cluster get READONLY so they answer reads. */
 static struct rconn *node_conn(const struct config *cfg, const struct cfg_addr *a, struct rnode *n,
-                               int db)
+                               int db, int replica)
 {
     struct rconn_opts o = {.user = cfg->redis_user,
                            .password = cfg->redis_password,
                            .db = db,
+                           .readonly = replica && cfg->discovery == DISCOVERY_CLUSTER,
                            .connect_timeout_ms = cfg->connect_timeout,
                            .command_timeout_ms = cfg->command_timeout,
                            .backoff_max_ms = 2000};
@@ -2164,11 +2166,11 @@ struct detect *detect_start(const struct detect_opts *o)
     d->d_nb = nrep + 1;
     d->d_buckets = calloc((size_t)d->d_nb, sizeof(*d->d_buckets));
     d->d_wq = calloc(WATCH_MAX, sizeof(*d->d_wq));
-    d->d_p = node_conn(cfg, &cfg->primary, o->primary, o->db);
+    d->d_p = node_conn(cfg, &cfg->primary, o->primary, o->db, 0);
     if (!d->d_map || !d->d_rs || !d->d_buckets || !d->d_wq || !d->d_p)
         goto fail;
     for (int i = 0; i < nrep; i++) {
-        d->d_rs[i].rs_conn = node_conn(cfg, &cfg->replicas[i].addr, &o->replicas[i], o->db);
+        d->d_rs[i].rs_conn = node_conn(cfg, &cfg->replicas[i].addr, &o->replicas[i], o->db, 1);
         if (!d->d_rs[i].rs_conn)
             goto fail;
         if (cfg->modes & MODE_RANDOM) {

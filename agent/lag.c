@@ -8,6 +8,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "store.h"
+#include "topo.h"
 #include "webhook.h"
 
 #include <inttypes.h>
@@ -76,7 +77,8 @@ struct lag {
     uint64_t l_started_mono;
     long long l_primary_offset;
     long long l_subscribers;
-    int l_named_any; /* some subscriber calls itself keydrift-sync */
+    int l_named_any;  /* some subscriber calls itself keydrift-sync */
+    int l_not_master; /* INFO says the "primary" is not a master: no heartbeat writes */
     char l_run_id[48];
 
     struct rep *l_reps;
@@ -184,6 +186,8 @@ static void *rep_main(void *arg)
     struct rconn_opts o = {.user = cfg->redis_user,
                            .password = cfg->redis_password,
                            .db = cfg->dbs[0],
+                           /* a cluster replica answers reads only after READONLY */
+                           .readonly = cfg->discovery == DISCOVERY_CLUSTER,
                            .connect_timeout_ms = cfg->connect_timeout,
                            .command_timeout_ms = cfg->command_timeout,
                            .backoff_max_ms = 1000};
@@ -330,12 +334,27 @@ static void update_statuses(struct lag *l)
 
 /* ------------------------------------------------------------ primary */
 
+static struct metric_family *m_hb_skipped;
+
+/*
+ * Writes the next heartbeat (and publishes it for pubsub caches), unless the
+ * last INFO showed that the configured primary is not a master (a demoted
+ * primary after a failover): writes go only to a master, so a skipped beat
+ * is counted instead. A MOVED or READONLY answer asks discovery to look again.
+ */
 static void write_heartbeat(struct lag *l, struct rconn *c)
 {
     char val[96];
     uint64_t seq, t;
     int n = 1;
 
+    pthread_mutex_lock(&l->l_mu);
+    int not_master = l->l_not_master;
+    pthread_mutex_unlock(&l->l_mu);
+    if (not_master) {
+        metric_inc(metrics_series0(m_hb_skipped));
+        return;
+    }
     pthread_mutex_lock(&l->l_mu);
     seq = l->l_written + 1;
     t = clock_mono_us();
@@ -366,6 +385,8 @@ static void write_heartbeat(struct lag *l, struct rconn *c)
         }
         if (i == 0 && r->type == REDIS_REPLY_ERROR) {
             log_warnx("heartbeat write on primary failed: %.200s", r->str);
+            if (!strncmp(r->str, "MOVED", 5) || !strncmp(r->str, "READONLY", 8))
+                topo_kick();
             ok = 0;
         }
         freeReplyObject(r);
@@ -399,6 +420,19 @@ static void poll_primary(struct lag *l, struct rconn *c)
         }
         if (ir.run_id[0])
             snprintf(l->l_run_id, sizeof(l->l_run_id), "%s", ir.run_id);
+        int not_master = ir.role[0] && strcmp(ir.role, "master") != 0;
+        if (not_master != l->l_not_master) {
+            if (not_master)
+                log_warnx("primary %s:%d has role %s: heartbeats paused until it is a master "
+                          "again or discovery finds the new one",
+                          l->l_cfg->primary.host, l->l_cfg->primary.port, ir.role);
+            else
+                log_notice("primary %s:%d is a master again: heartbeats resume",
+                           l->l_cfg->primary.host, l->l_cfg->primary.port);
+            l->l_not_master = not_master;
+            if (not_master)
+                topo_kick();
+        }
         pthread_mutex_unlock(&l->l_mu);
     }
     freeReplyObject(r);
@@ -459,13 +493,14 @@ static void *hb_main(void *arg)
         return NULL;
     while (!l->l_stop) {
         uint64_t now = clock_mono_us();
-        if (now >= next_hb) {
-            write_heartbeat(l, c);
-            next_hb = now + hb_us;
-        }
+        /* INFO first: the heartbeat writer relies on the role it reports. */
         if (now >= next_info) {
             poll_primary(l, c);
             next_info = now + INFO_EVERY_US;
+        }
+        if (now >= next_hb) {
+            write_heartbeat(l, c);
+            next_hb = now + hb_us;
         }
         if (l->l_has_pubsub && now >= next_clients) {
             poll_clients(l, c);
@@ -477,9 +512,10 @@ static void *hb_main(void *arg)
         }
         int up = rconn_connected(c);
         if (up != was_up) {
-            if (!up)
+            if (!up) {
                 log_warnx("primary unreachable: %s", rconn_errstr(c));
-            else
+                topo_kick(); /* a dead primary may have been failed over */
+            } else
                 log_notice("primary reachable again");
             if (l->l_store)
                 store_put_event(l->l_store, (int64_t)clock_wall_ms(), up ? "link-up" : "link-down",
@@ -688,6 +724,10 @@ void lag_metrics_init(void)
                                "Native replicas: seconds since the last interaction with the "
                                "primary (master_last_io_seconds_ago).",
                                METRIC_GAUGE, 1, rl);
+    m_hb_skipped = metrics_family("keydrift_heartbeats_skipped_total",
+                                  "Heartbeats not written because the configured primary was "
+                                  "not a master (e.g. demoted by a failover).",
+                                  METRIC_COUNTER, 0, NULL);
     m_syncing = metrics_family("keydrift_replica_sync_in_progress",
                                "Native replicas: 1 while a full sync from the primary is in "
                                "progress.",

@@ -20,6 +20,7 @@ struct rconn {
     char *rc_user;
     char *rc_password;
     int rc_db;
+    int rc_readonly;
     long long rc_connect_ms, rc_command_ms, rc_backoff_max_ms;
     struct rnode *rc_node;
     redisContext *rc_ctx;
@@ -28,7 +29,7 @@ struct rconn {
     uint64_t rc_next_try_us; /* monotonic; no attempt before this */
     uint64_t rc_down_since;  /* monotonic; when the link was lost */
     int rc_ever_up;
-    char rc_err[160];
+    char rc_err[256];
 };
 
 static struct timeval ms_to_tv(long long ms)
@@ -46,6 +47,7 @@ struct rconn *rconn_new(const struct cfg_addr *addr, const struct rconn_opts *o,
     c->rc_user = o->user && *o->user ? strdup(o->user) : NULL;
     c->rc_password = o->password && *o->password ? strdup(o->password) : NULL;
     c->rc_db = o->db;
+    c->rc_readonly = o->readonly;
     c->rc_connect_ms = o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 1000;
     c->rc_command_ms = o->command_timeout_ms > 0 ? o->command_timeout_ms : 5000;
     c->rc_backoff_max_ms = o->backoff_max_ms > 0 ? o->backoff_max_ms : 5000;
@@ -149,14 +151,25 @@ int rconn_ensure(struct rconn *c)
     redisEnableKeepAlive(c->rc_ctx);
     if (c->rc_password) {
         const char *argv[3] = {"AUTH", c->rc_user ? c->rc_user : c->rc_password, c->rc_password};
-        if (setup_cmd(c, c->rc_user ? 3 : 2, argv, "AUTH") < 0)
+        if (setup_cmd(c, c->rc_user ? 3 : 2, argv, "AUTH") < 0) {
+            /* Say what to fix; the callers log it once per outage. */
+            size_t n = strlen(c->rc_err);
+            snprintf(c->rc_err + n, sizeof(c->rc_err) - n,
+                     " (check redis-user and redis-password-file, or sentinel-user and "
+                     "sentinel-password-file for a sentinel)");
             return -1;
+        }
     }
     if (c->rc_db) {
         char db[16];
         snprintf(db, sizeof(db), "%d", c->rc_db);
         const char *argv[2] = {"SELECT", db};
         if (setup_cmd(c, 2, argv, "SELECT") < 0)
+            return -1;
+    }
+    if (c->rc_readonly) {
+        const char *argv[1] = {"READONLY"};
+        if (setup_cmd(c, 1, argv, "READONLY") < 0)
             return -1;
     }
     if (c->rc_down_since && c->rc_ever_up) {

@@ -31,6 +31,7 @@ struct rconn_opts {
     const char *user;     /* ACL user, or NULL */
     const char *password; /* or NULL */
     int db;
+    int readonly; /* send READONLY (reads from a Redis Cluster replica) */
     long long connect_timeout_ms;
     long long command_timeout_ms;
     long long backoff_max_ms; /* cap of the reconnect backoff; 0 means 5000 */

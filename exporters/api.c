@@ -16,6 +16,7 @@
 #include "repair.h"
 #include "store.h"
 #include "textenc.h"
+#include "topo.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -569,6 +570,45 @@ static json_t *repair_state_json(struct agent *a)
                      a->a_cfg.http_token && a->a_cfg.http_token[0]);
 }
 
+/*
+ * Every shard the agent watches (one outside a cluster): its primary, its
+ * replicas with lag and status, and what its engines checked. a_lock held.
+ */
+static json_t *shards_json(struct agent *a)
+{
+    static const char *const disc[] = {"static", "sentinel", "cluster"};
+    json_t *arr = json_array();
+
+    for (int u = 0; u < a->a_nunits; u++) {
+        struct topo_unit *un = &a->a_units[u];
+        char addr[CFG_HOST_MAX + 8];
+        json_t *reps = json_array();
+        json_int_t checked = 0;
+        for (int i = 0; i < un->u_cfg.nreplicas; i++) {
+            struct lag_view v;
+            const struct cfg_replica *r = &un->u_cfg.replicas[i];
+            lag_get(un->u_lag, i, &v);
+            snprintf(addr, sizeof(addr), "%s:%d", r->addr.host, r->addr.port);
+            json_array_append_new(
+                reps, json_pack("{s:s,s:s,s:s,s:o}", "name", r->name, "address", addr, "status",
+                                lag_status_name(v.status), "lag_seconds",
+                                v.lag_seconds >= 0 ? json_real(v.lag_seconds) : json_null()));
+        }
+        for (int k = 0; k < un->u_ndetect; k++) {
+            struct detect_progress p;
+            detect_progress(un->u_detect[k], &p);
+            checked += (json_int_t)p.keys_checked;
+        }
+        snprintf(addr, sizeof(addr), "%s:%d", un->u_cfg.primary.host, un->u_cfg.primary.port);
+        json_array_append_new(
+            arr, json_pack("{s:s,s:s,s:s,s:b,s:o,s:I,s:s}", "shard", un->u_shard.ts_label,
+                           "primary", addr, "primary_node", un->u_primary->rn_name, "primary_up",
+                           atomic_load(&un->u_primary->rn_up), "replicas", reps, "keys_checked",
+                           checked, "discovery", disc[a->a_cfg.discovery]));
+    }
+    return arr;
+}
+
 static void h_status(const struct http_request *req, struct http_response *resp, void *arg)
 {
     struct agent *a = arg;
@@ -600,6 +640,7 @@ static void h_status(const struct http_request *req, struct http_response *resp,
                       "open_divergences", (json_int_t)p.open, "watch_enabled", p.watch_enabled));
     }
     json_object_set_new(j, "repair", repair_state_json(a));
+    json_object_set_new(j, "shards", shards_json(a));
     pthread_rwlock_unlock(&a->a_lock);
     reply_json(resp, 200, j);
 }

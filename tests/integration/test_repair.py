@@ -253,3 +253,36 @@ def test_mass_divergence_pauses_auto_repair(h):
     assert "were confirmed divergent" in agent.proc.output()
     repaired = rows(agent.db, "SELECT count(*) FROM repairs WHERE outcome='repaired'")[0][0]
     assert repaired < 400 * 0.5, repaired
+
+
+def test_primary_restarted_with_persistence_holds_repairs_until_resumed(h):
+    from harness import http_get
+    import json as _json
+    primary = h.redis("primary", args=["--appendonly", "yes", "--appendfsync", "always"])
+    cache = h.redis("cache")
+    h.sync(primary, cache)
+    p = primary.client()
+    for i in range(50):
+        p.set("aof:%d" % i, i)
+        p.publish("cache_update", "aof:%d" % i)
+    wait_for(lambda: cache.client().dbsize() >= 50, what="cache filled")
+    agent = Agent(h, primary, [("c1", cache, "pubsub")],
+                  extra="repair auto\nrepair-max-share 100%\n")
+    wait_for(lambda: agent.metric("keydrift_keys_checked_total", replica="c1", mode="scan"),
+             what="scanning")
+    primary.stop()
+    primary.start()  # same data (AOF), new run_id
+    assert primary.client().dbsize() >= 50
+    cache.client().set("aof:7", "stale")  # a real divergence after the restart
+    wait_for(lambda: agent.metric("keydrift_repair_paused") == 1, timeout=15,
+             what="auto-repair held after the restart")
+    wait_for(lambda: agent.metric("keydrift_divergent_keys", replica="c1", kind="value") == 1,
+             timeout=20, what="the divergence confirmed")
+    time.sleep(1)
+    assert cache.client().get("aof:7") == b"stale", "repaired while held"
+    st, hdr, body = http_get(agent.url + "/api/v1/status")
+    assert "restarted" in _json.loads(body)["repair"]["paused_reason"]
+    r = h.run_keydrift("repair", "--resume", "--agent", agent.url)
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: cache.client().get("aof:7") == b"7", timeout=20,
+             what="repaired once an operator resumed")

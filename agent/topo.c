@@ -784,6 +784,9 @@ void topo_metrics_init(void)
                                "Topology changes the agent followed (reason failover: a new "
                                "primary; topology: replicas or shards changed).",
                                METRIC_COUNTER, 1, wl);
+    /* Both reasons exist at 0 from the start, so rates have data. */
+    metrics_series1(m_changes, "failover");
+    metrics_series1(m_changes, "topology");
 }
 
 void topo_metrics_set(const struct topo *t)

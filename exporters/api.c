@@ -507,7 +507,10 @@ static void h_readyz(const struct http_request *req, struct http_response *resp,
     (void)req;
 
     pthread_rwlock_rdlock(&a->a_lock);
+    /* Ready only when every shard's primary answers (one outside a cluster). */
     int primary = atomic_load(&a->a_primary.rn_up);
+    for (int u = 0; u < a->a_nunits; u++)
+        primary &= atomic_load(&a->a_units[u].u_primary->rn_up);
     const char *storage = "disabled";
     int storage_ok = 1;
     char serr[256] = "";

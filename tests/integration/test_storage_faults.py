@@ -83,12 +83,13 @@ def test_read_only_disk(h, tmpfs):
     wait_for(lambda: still_monitoring(agent, "r1"), what="lag still measured")
 
     subprocess.run(["mount", "-o", "remount,rw", d], check=True)
-    replica.kill()
     wait_for(lambda: storage(agent)[1] == 1, timeout=30, what="storage writable again")
-    wait_for(lambda: http_get(agent.url + "/readyz")[0] == 503 or True, what="")
+    wait_for(lambda: http_get(agent.url + "/readyz")[0] == 200, what="ready again")
     before = event_rows(d + "/h.db")
+    replica.kill()
+    wait_for(lambda: agent.replica_status("r1")["status"] == "down", what="replica down")
     replica.start()
-    wait_for(lambda: event_rows(d + "/h.db") > before, timeout=20, what="history resumes")
+    wait_for(lambda: event_rows(d + "/h.db") > before, timeout=30, what="history resumes")
 
 
 def test_full_disk(h, tmpfs):

@@ -777,23 +777,38 @@ static void count_checked(struct detect *d, int rep, enum mode m)
 
 /*
  * Checks a batch of keys against every replica (or only `only_rep` when >= 0):
- * one pipelined fetch on the primary, one per replica, then a judgement per
- * key and replica. Returns -1 when the primary could not be read.
+ * one fetch from the primary and those replicas together, then a judgement
+ * per key and replica. Returns -1 when the primary could not be read.
  */
 static int check_batch(struct detect *d, const struct batch *b, enum mode m, int only_rep)
 {
-    struct cmp_side *ps = calloc((size_t)b->n, sizeof(*ps));
-    struct cmp_side *rsd = calloc((size_t)b->n, sizeof(*rsd));
+    struct rconn *conns[CMP_MAX_NODES];
+    struct cmp_side *sides[CMP_MAX_NODES];
+    int reps[CMP_MAX_NODES], frc[CMP_MAX_NODES];
+    size_t nc = 1;
     long long poff = -1;
     int rc = 0;
 
-    if (!ps || !rsd) {
-        free(ps);
-        free(rsd);
-        return -1;
+    /* The primary and the replicas are read together (cmp_fetch_many): the
+     * servers work in parallel while the agent waits once. */
+    conns[0] = d->d_p;
+    reps[0] = -1;
+    for (int rep = 0; rep < d->d_cfg->nreplicas; rep++) {
+        if (only_rep >= 0 && rep != only_rep)
+            continue;
+        conns[nc] = d->d_rs[rep].rs_conn;
+        reps[nc++] = rep;
     }
+    struct cmp_side *all = calloc(nc * (size_t)b->n, sizeof(*all));
+    if (!all)
+        return -1;
+    for (size_t j = 0; j < nc; j++)
+        sides[j] = all + j * (size_t)b->n;
+    struct cmp_side *ps = sides[0];
     budget_take(d, (double)b->n * CMDS_PER_KEY);
-    if (cmp_fetch(d->d_p, b->keys, b->lens, (size_t)b->n, d->d_cfg->max_value_bytes, ps) < 0) {
+    cmp_fetch_many(conns, nc, b->keys, b->lens, (size_t)b->n, d->d_cfg->max_value_bytes, sides,
+                   frc);
+    if (frc[0] < 0) {
         rc = -1;
         pthread_mutex_lock(&d->d_pmu);
         d->d_prog.errors++;
@@ -801,15 +816,11 @@ static int check_batch(struct detect *d, const struct batch *b, enum mode m, int
         pthread_mutex_unlock(&d->d_pmu);
         goto out;
     }
-    for (int rep = 0; rep < d->d_cfg->nreplicas; rep++) {
-        if (only_rep >= 0 && rep != only_rep)
+    for (size_t j = 1; j < nc; j++) {
+        int rep = reps[j];
+        struct cmp_side *rsd = sides[j];
+        if (frc[j] < 0)
             continue;
-        if (cmp_fetch(d->d_rs[rep].rs_conn, b->keys, b->lens, (size_t)b->n,
-                      d->d_cfg->max_value_bytes, rsd) < 0) {
-            for (int i = 0; i < b->n; i++)
-                cmp_side_clear(&rsd[i]);
-            continue;
-        }
         for (int i = 0; i < b->n; i++) {
             uint64_t h = key_hash(rep, b->keys[i], b->lens[i]);
             struct div *v = map_get(d, rep, b->keys[i], b->lens[i], h);
@@ -842,12 +853,9 @@ static int check_batch(struct detect *d, const struct batch *b, enum mode m, int
         }
     }
 out:
-    for (int i = 0; i < b->n; i++) {
-        cmp_side_clear(&ps[i]);
-        cmp_side_clear(&rsd[i]);
-    }
-    free(ps);
-    free(rsd);
+    for (size_t j = 0; j < nc * (size_t)b->n; j++)
+        cmp_side_clear(&all[j]);
+    free(all);
     pthread_mutex_lock(&d->d_pmu);
     d->d_prog.keys_checked += (uint64_t)b->n;
     pthread_mutex_unlock(&d->d_pmu);

@@ -301,17 +301,21 @@ int cmd_check(int argc, char **argv)
         return 2;
     }
     int tty = isatty(STDERR_FILENO);
-    /* Wait for every pass, moving the progress line on a terminal. */
+    /* Wait for every pass, moving the progress line on a terminal. Woken by
+     * the end of a pass, not by a poll, so a check's duration is not rounded
+     * up to the poll interval. */
     for (;;) {
-        int done = 1;
-        for (int u = 0; u < nunits; u++)
-            for (int k = 0; k < units[u].u_ndetect; k++)
-                done = done && detect_done(units[u].u_detect[k]);
-        if (done)
+        struct detect *pending = NULL;
+        for (int u = 0; u < nunits && !pending; u++)
+            for (int k = 0; k < units[u].u_ndetect && !pending; k++)
+                if (!detect_done(units[u].u_detect[k]))
+                    pending = units[u].u_detect[k];
+        if (!pending)
             break;
+        if (detect_done_within(pending, 200))
+            continue;
         if (tty)
             progress_line(units, nunits, started);
-        usleep(200000);
     }
     if (tty)
         fprintf(stderr, "\n");

@@ -28,7 +28,8 @@
 #include <xxhash.h>
 
 #define CMP_TRAILER     10          /* 2-byte RDB version + 8-byte CRC64 */
-#define CMP_CHUNK       256         /* keys per pipelined round in cmp_fetch */
+#define CMP_CHUNK       256         /* keys per pipelined round or script call */
+#define CMP_MAX_CHUNKS  4           /* script calls per node in flight in cmp_fetch_many */
 #define CMP_SAMPLES     16          /* elements sampled from each side of a large value */
 #define CMP_RANGE_BYTES 4096        /* bytes per sampled range of a large string */
 #define CMP_ELEM_MAX    (64 * 1024) /* a sampled hash value longer than this: length only */
@@ -232,7 +233,7 @@ static int read_round2(struct rconn *c, struct cmp_side *s)
     return 0;
 }
 
-/* One pipelined chunk of cmp_fetch: two rounds over n keys. */
+/* One pipelined chunk of the command path: two rounds over n keys. */
 static int fetch_chunk(struct rconn *c, const char *const *keys, const size_t *lens, size_t n,
                        long long max_value_bytes, struct cmp_side *out)
 {
@@ -267,28 +268,264 @@ static int fetch_chunk(struct rconn *c, const char *const *keys, const size_t *l
     return 0;
 }
 
+/* The command path over n keys, in chunks of CMP_CHUNK. */
+static int fetch_commands(struct rconn *c, const char *const *keys, const size_t *lens, size_t n,
+                          long long max_value_bytes, struct cmp_side *out)
+{
+    for (size_t at = 0; at < n; at += CMP_CHUNK) {
+        size_t m = n - at < CMP_CHUNK ? n - at : CMP_CHUNK;
+        if (fetch_chunk(c, keys + at, lens + at, m, max_value_bytes, out + at) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 /*
- * Fetches in chunks of CMP_CHUNK keys so the pipelined replies held at once
- * stay bounded; on a connection failure every side becomes unknown, not just
- * the chunk's, so a caller never mixes a half-read batch with stale data.
+ * The script path. Three commands per key are what the servers spend their
+ * time on (each one parsed, dispatched and answered on its own) and what the
+ * agent spends its time formatting and parsing; one script per chunk runs
+ * the same three (PTTL, MEMORY USAGE, then DUMP or TYPE) inside the server:
+ * measured on redis 7.0, 256 keys per call, about 2.5 times the keys per
+ * second of the pipelined commands on the server side. It also reads a key
+ * atomically: no deletion between its size and its payload.
+ *
+ * The reply is flat, three items per key: PTTL, MEMORY USAGE (-1 when
+ * absent) and the DUMP payload, or the type name when the value is larger
+ * than ARGV[1] (0: no limit), or "" when absent. It stops after the key that
+ * brings the DUMP bytes to ARGV[2], so a reply (and the script's memory on
+ * the server) stays bounded whatever the values; the caller sends the rest
+ * again. `no-writes` lets it run on a read-only replica and under maxmemory
+ * (and needs redis >= 7.0: older servers refuse it and get the command
+ * path). It is sent whole with EVAL: the server hashes the 600 bytes and
+ * finds it in its script cache, which measured the same as EVALSHA, and needs
+ * no NOSCRIPT handling after a SCRIPT FLUSH or a restart.
+ */
+static const char fetch_script[] =
+    "#!lua flags=no-writes\n"
+    "local max, budget = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
+    "local out, used = {}, 0\n"
+    "for i, k in ipairs(KEYS) do\n"
+    "  if i > 1 and used >= budget then break end\n"
+    "  local t = redis.call('PTTL', k)\n"
+    "  local m, v = -1, ''\n"
+    "  if t ~= -2 then\n"
+    "    m = redis.call('MEMORY', 'USAGE', k)\n"
+    "    if not m then t, m = -2, -1\n"
+    "    elseif max > 0 and m > max then v = redis.call('TYPE', k)['ok']\n"
+    "    else\n"
+    "      v = redis.call('DUMP', k)\n"
+    "      if not v then t, m, v = -2, -1, '' end\n"
+    "      used = used + #v\n"
+    "    end\n"
+    "  end\n"
+    "  out[3 * i - 2], out[3 * i - 1], out[3 * i] = t, m, v\n"
+    "end\n"
+    "return out\n";
+
+#define CMP_SCRIPT_BYTES    (4 * 1024 * 1024) /* DUMP bytes per script reply, then it stops */
+#define CMP_SCRIPT_RETRY_US 60000000u         /* after a refusal, the command path this long */
+
+/*
+ * The connection's tag says whether to use the script: 0 yes (also after a
+ * reconnect: new link, maybe new permissions), else the monotonic time
+ * before which not to try it again.
+ */
+static int script_usable(struct rconn *c)
+{
+    uint64_t t = rconn_tag(c);
+    if (!t)
+        return 1;
+    if (clock_mono_us() >= t) {
+        rconn_set_tag(c, 0);
+        return 1;
+    }
+    return 0;
+}
+
+/* Sends one script call for keys [0, n). */
+static int script_send(struct rconn *c, const char *const *keys, const size_t *lens, size_t n,
+                       long long max_value_bytes, const char **argv, size_t *argl)
+{
+    char nk[24], mx[24], bud[24];
+    size_t a = 0;
+
+    snprintf(nk, sizeof(nk), "%zu", n);
+    snprintf(mx, sizeof(mx), "%lld", max_value_bytes > 0 ? max_value_bytes : 0);
+    snprintf(bud, sizeof(bud), "%d", CMP_SCRIPT_BYTES);
+    argv[a] = "EVAL", argl[a++] = 4;
+    argv[a] = fetch_script, argl[a++] = sizeof(fetch_script) - 1;
+    argv[a] = nk, argl[a++] = strlen(nk);
+    for (size_t i = 0; i < n; i++)
+        argv[a] = keys[i], argl[a++] = lens[i];
+    argv[a] = mx, argl[a++] = strlen(mx);
+    argv[a] = bud, argl[a++] = strlen(bud);
+    return rconn_append_argv(c, (int)a, argv, argl);
+}
+
+/*
+ * Fills out[0..) from one script reply for at most n keys. Returns the
+ * number of keys it covers (>= 1), 0 when the reply is not a well-formed
+ * answer (an error: scripting refused, MEMORY or DUMP denied or renamed, ...).
+ * A DUMP payload is taken over from the reply, not copied. *calls gets the
+ * commands the script ran for them.
+ */
+static size_t script_parse(redisReply *r, size_t n, long long max_value_bytes, struct cmp_side *out,
+                           unsigned *calls)
+{
+    if (r->type != REDIS_REPLY_ARRAY || r->elements % 3 || r->elements == 0 || r->elements / 3 > n)
+        return 0;
+    size_t m = r->elements / 3;
+    for (size_t i = 0; i < m; i++) {
+        redisReply *t = r->element[3 * i], *mem = r->element[3 * i + 1], *v = r->element[3 * i + 2];
+        if (t->type != REDIS_REPLY_INTEGER || mem->type != REDIS_REPLY_INTEGER ||
+            v->type != REDIS_REPLY_STRING)
+            return 0;
+    }
+    *calls = 0;
+    for (size_t i = 0; i < m; i++) {
+        redisReply *t = r->element[3 * i], *mem = r->element[3 * i + 1], *v = r->element[3 * i + 2];
+        struct cmp_side *s = &out[i];
+        (*calls)++;
+        if (t->integer == -2) {
+            s->exists = 0;
+            s->pttl = -2;
+            continue;
+        }
+        *calls += 2;
+        s->exists = 1;
+        s->pttl = t->integer;
+        s->mem = mem->integer;
+        s->large = max_value_bytes > 0 && s->mem > max_value_bytes;
+        if (s->large) {
+            copy_str(s->type, sizeof(s->type), v);
+        } else {
+            /* hiredis 0.14 mallocs each string's buffer on its own and
+             * freeReplyObject frees it: taking it saves a copy per key. */
+            s->dump = v->str;
+            s->dumplen = (size_t)v->len;
+            v->str = NULL;
+            s->digest = cmp_dump_digest(s->dump, s->dumplen);
+        }
+    }
+    return m;
+}
+
+/*
+ * Fetches n keys from each of nc nodes. Every node gets its script calls
+ * (one per chunk) before any reply is read, so the servers work at the same
+ * time while the agent waits once; then the replies are read node by node.
+ * A node that refuses the script (or answers it badly) is read with the
+ * command path instead, and keeps to it for CMP_SCRIPT_RETRY_US.
+ */
+int cmp_fetch_many(struct rconn *const *c, size_t nc, const char *const *keys, const size_t *lens,
+                   size_t n, long long max_value_bytes, struct cmp_side *const *out, int *rc)
+{
+    size_t at[CMP_MAX_NODES], sent[CMP_MAX_NODES][CMP_MAX_CHUNKS];
+    size_t nsent[CMP_MAX_NODES];
+    int script[CMP_MAX_NODES];
+    const char **argv = NULL;
+    size_t *argl = NULL;
+
+    if (nc > CMP_MAX_NODES)
+        return -1;
+    for (size_t j = 0; j < nc; j++) {
+        for (size_t i = 0; i < n; i++) {
+            out[j][i].dump = NULL;
+            cmp_side_clear(&out[j][i]);
+        }
+        rc[j] = 0;
+        at[j] = 0;
+        script[j] = n > 0 && script_usable(c[j]);
+    }
+    if (n) {
+        size_t per = (n < CMP_CHUNK ? n : CMP_CHUNK) + 5;
+        argv = malloc(per * sizeof(*argv));
+        argl = malloc(per * sizeof(*argl));
+        if (!argv || !argl)
+            for (size_t j = 0; j < nc; j++)
+                script[j] = 0;
+    }
+    for (;;) {
+        /* Send: the rest of every node still on the script, in chunks. */
+        int any = 0;
+        for (size_t j = 0; j < nc; j++) {
+            nsent[j] = 0;
+            if (!script[j] || rc[j] || at[j] >= n)
+                continue;
+            for (size_t a = at[j]; a < n && nsent[j] < CMP_MAX_CHUNKS; a += CMP_CHUNK) {
+                size_t m = n - a < CMP_CHUNK ? n - a : CMP_CHUNK;
+                if (script_send(c[j], keys + a, lens + a, m, max_value_bytes, argv, argl) < 0) {
+                    rc[j] = -1;
+                    break;
+                }
+                sent[j][nsent[j]++] = m;
+            }
+            if (nsent[j] && !rc[j] && rconn_flush(c[j]) < 0)
+                rc[j] = -1;
+            any |= nsent[j] > 0;
+        }
+        if (!any)
+            break;
+        /* Read: a short reply (the byte bound) leaves the rest for the next turn. */
+        for (size_t j = 0; j < nc; j++) {
+            size_t a = at[j];
+            int complete = 1;
+            for (size_t s = 0; s < nsent[j]; s++) {
+                redisReply *r = rconn_reply(c[j]);
+                if (!r) {
+                    rc[j] = -1;
+                    break;
+                }
+                unsigned calls = 0;
+                size_t got = complete && script[j]
+                                 ? script_parse(r, sent[j][s], max_value_bytes, out[j] + a, &calls)
+                                 : 0;
+                if (complete && script[j] && !got) {
+                    if (r->type == REDIS_REPLY_ERROR)
+                        log_debug("compare: script refused by %s:%d: %.200s",
+                                  rconn_addr(c[j])->host, rconn_addr(c[j])->port, r->str);
+                    rconn_set_tag(c[j], clock_mono_us() + CMP_SCRIPT_RETRY_US);
+                    script[j] = 0;
+                }
+                freeReplyObject(r);
+                if (!complete || !script[j])
+                    continue; /* drain the replies already asked for */
+                rconn_count(c[j], calls);
+                a += got;
+                at[j] = a;
+                if (got < sent[j][s])
+                    complete = 0; /* the next chunks' keys start later: resend */
+            }
+        }
+    }
+    free(argv);
+    free(argl);
+    /* The command path for the nodes (and keys) the script did not cover. */
+    for (size_t j = 0; j < nc; j++) {
+        if (!rc[j] && at[j] < n)
+            rc[j] = fetch_commands(c[j], keys + at[j], lens + at[j], n - at[j], max_value_bytes,
+                                   out[j] + at[j]);
+        if (rc[j] < 0) {
+            log_debug("compare: fetch failed: %s", rconn_errstr(c[j]));
+            for (size_t i = 0; i < n; i++)
+                cmp_side_clear(&out[j][i]);
+        }
+    }
+    for (size_t j = 0; j < nc; j++)
+        if (rc[j] < 0)
+            return -1;
+    return 0;
+}
+
+/*
+ * On a connection failure every side becomes unknown, not just the chunk's,
+ * so a caller never mixes a half-read batch with stale data.
  */
 int cmp_fetch(struct rconn *c, const char *const *keys, const size_t *lens, size_t n,
               long long max_value_bytes, struct cmp_side *out)
 {
-    for (size_t i = 0; i < n; i++) {
-        out[i].dump = NULL;
-        cmp_side_clear(&out[i]);
-    }
-    for (size_t at = 0; at < n; at += CMP_CHUNK) {
-        size_t m = n - at < CMP_CHUNK ? n - at : CMP_CHUNK;
-        if (fetch_chunk(c, keys + at, lens + at, m, max_value_bytes, out + at) < 0) {
-            log_debug("compare: fetch failed: %s", rconn_errstr(c));
-            for (size_t i = 0; i < n; i++)
-                cmp_side_clear(&out[i]);
-            return -1;
-        }
-    }
-    return 0;
+    int rc;
+    return cmp_fetch_many(&c, 1, keys, lens, n, max_value_bytes, &out, &rc);
 }
 
 /* ------------------------------------------------------------ canonical form */

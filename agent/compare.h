@@ -1,8 +1,9 @@
 /*
  * compare -- is a key the same on the primary and on a replica?
  *
- * Cheap first: per node, one pipelined round of PTTL + MEMORY USAGE for a
- * batch of keys, then DUMP for the keys small enough to fetch. Two DUMP
+ * Cheap first: per node, PTTL + MEMORY USAGE for a batch of keys, then DUMP
+ * for the keys small enough to fetch (in one server-side script per chunk of
+ * keys, or in two pipelined rounds where scripts are not allowed). Two DUMP
  * payloads equal apart from their RDB-version/CRC trailer are equal. When the
  * payloads differ, a type-aware comparison of the values decides (GET,
  * HGETALL, SMEMBERS, ZRANGE WITHSCORES, LRANGE, XRANGE; order-independent for
@@ -63,6 +64,23 @@ void cmp_side_clear(struct cmp_side *s); /* frees dump, resets */
  */
 int cmp_fetch(struct rconn *c, const char *const *keys, const size_t *lens, size_t n,
               long long max_value_bytes, struct cmp_side *out);
+
+/* The most nodes one cmp_fetch_many reads: the primary and every replica. */
+#define CMP_MAX_NODES (1 + CFG_MAX_REPLICAS)
+
+/*
+ * cmp_fetch of the same keys on nc nodes at once: the requests go to every
+ * node before any reply is read, so the servers work in parallel. out[j] and
+ * rc[j] (0, or -1 when node j's connection failed: out[j][] then unknown) are
+ * node j's. Returns 0, or -1 when any node failed.
+ *
+ * Both functions run one server-side script per chunk of keys (PTTL, MEMORY
+ * USAGE and DUMP or TYPE in one call, see compare.c) when the server allows
+ * it, and the pipelined commands when it does not (scripting refused by ACL,
+ * MEMORY or DUMP denied or renamed, redis < 7.0): the result is the same.
+ */
+int cmp_fetch_many(struct rconn *const *c, size_t nc, const char *const *keys, const size_t *lens,
+                   size_t n, long long max_value_bytes, struct cmp_side *const *out, int *rc);
 
 struct cmp_opts {
     long long ttl_tolerance_ms; /* plus the replica's current lag */

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -111,8 +112,23 @@ struct bucket { /* token bucket over every agent command on one node */
     unsigned long long b_last_cmds;
 };
 
+/*
+ * Scan-ahead, in one-pass mode: a second connection to a scanned node on
+ * which the next SCAN page is asked for as soon as the current one arrives,
+ * so that the server produces it while the agent checks the current page
+ * rather than after (a page of 1000 keys took about 0.8 ms of the page's
+ * 6-7; a 200k-key check went from 1.35 to 1.19 s). When running, the budget
+ * paces the scan and it would only cost a connection.
+ */
+struct ahead {
+    struct rconn *a_conn;        /* NULL: SCAN on the node's own connection */
+    unsigned long long a_cursor; /* the cursor of the SCAN in flight */
+    int a_pending;
+};
+
 struct rstate {
     struct rconn *rs_conn;
+    struct ahead rs_ahead;
     unsigned long long rs_cursor; /* replica-scan */
     int rs_cycle_done;
     /* random-sample window: 1 = divergent, 0 = equal, per slot */
@@ -141,6 +157,7 @@ struct detect {
     volatile int d_stop;
 
     struct rconn *d_p; /* primary, engine thread */
+    struct ahead d_pahead;
     struct rstate *d_rs;
     struct bucket *d_buckets; /* [0] primary, [1..] replicas */
     int d_nb;
@@ -777,23 +794,38 @@ static void count_checked(struct detect *d, int rep, enum mode m)
 
 /*
  * Checks a batch of keys against every replica (or only `only_rep` when >= 0):
- * one pipelined fetch on the primary, one per replica, then a judgement per
- * key and replica. Returns -1 when the primary could not be read.
+ * one fetch from the primary and those replicas together, then a judgement
+ * per key and replica. Returns -1 when the primary could not be read.
  */
 static int check_batch(struct detect *d, const struct batch *b, enum mode m, int only_rep)
 {
-    struct cmp_side *ps = calloc((size_t)b->n, sizeof(*ps));
-    struct cmp_side *rsd = calloc((size_t)b->n, sizeof(*rsd));
+    struct rconn *conns[CMP_MAX_NODES];
+    struct cmp_side *sides[CMP_MAX_NODES];
+    int reps[CMP_MAX_NODES], frc[CMP_MAX_NODES];
+    size_t nc = 1;
     long long poff = -1;
     int rc = 0;
 
-    if (!ps || !rsd) {
-        free(ps);
-        free(rsd);
-        return -1;
+    /* The primary and the replicas are read together (cmp_fetch_many): the
+     * servers work in parallel while the agent waits once. */
+    conns[0] = d->d_p;
+    reps[0] = -1;
+    for (int rep = 0; rep < d->d_cfg->nreplicas; rep++) {
+        if (only_rep >= 0 && rep != only_rep)
+            continue;
+        conns[nc] = d->d_rs[rep].rs_conn;
+        reps[nc++] = rep;
     }
+    struct cmp_side *all = calloc(nc * (size_t)b->n, sizeof(*all));
+    if (!all)
+        return -1;
+    for (size_t j = 0; j < nc; j++)
+        sides[j] = all + j * (size_t)b->n;
+    struct cmp_side *ps = sides[0];
     budget_take(d, (double)b->n * CMDS_PER_KEY);
-    if (cmp_fetch(d->d_p, b->keys, b->lens, (size_t)b->n, d->d_cfg->max_value_bytes, ps) < 0) {
+    cmp_fetch_many(conns, nc, b->keys, b->lens, (size_t)b->n, d->d_cfg->max_value_bytes, sides,
+                   frc);
+    if (frc[0] < 0) {
         rc = -1;
         pthread_mutex_lock(&d->d_pmu);
         d->d_prog.errors++;
@@ -801,15 +833,11 @@ static int check_batch(struct detect *d, const struct batch *b, enum mode m, int
         pthread_mutex_unlock(&d->d_pmu);
         goto out;
     }
-    for (int rep = 0; rep < d->d_cfg->nreplicas; rep++) {
-        if (only_rep >= 0 && rep != only_rep)
+    for (size_t j = 1; j < nc; j++) {
+        int rep = reps[j];
+        struct cmp_side *rsd = sides[j];
+        if (frc[j] < 0)
             continue;
-        if (cmp_fetch(d->d_rs[rep].rs_conn, b->keys, b->lens, (size_t)b->n,
-                      d->d_cfg->max_value_bytes, rsd) < 0) {
-            for (int i = 0; i < b->n; i++)
-                cmp_side_clear(&rsd[i]);
-            continue;
-        }
         for (int i = 0; i < b->n; i++) {
             uint64_t h = key_hash(rep, b->keys[i], b->lens[i]);
             struct div *v = map_get(d, rep, b->keys[i], b->lens[i], h);
@@ -842,12 +870,9 @@ static int check_batch(struct detect *d, const struct batch *b, enum mode m, int
         }
     }
 out:
-    for (int i = 0; i < b->n; i++) {
-        cmp_side_clear(&ps[i]);
-        cmp_side_clear(&rsd[i]);
-    }
-    free(ps);
-    free(rsd);
+    for (size_t j = 0; j < nc * (size_t)b->n; j++)
+        cmp_side_clear(&all[j]);
+    free(all);
     pthread_mutex_lock(&d->d_pmu);
     d->d_prog.keys_checked += (uint64_t)b->n;
     pthread_mutex_unlock(&d->d_pmu);
@@ -1043,13 +1068,48 @@ static void cycle_end(struct detect *d)
 
 /*
  * Replica scan: marks in lacks[] the SCAN keys the primary does not hold now
- * (one pipelined EXISTS each). Keys the primary holds are compared by the
- * primary's own scan; comparing them here again would double the work of a
+ * (one EXISTS for the page, then one per key only when some are lacking). Keys the primary holds
+ * are compared by the primary's own scan; comparing them here again would double the work of a
  * pass. An error reply keeps the key (compared, to be safe). -1 when the
  * primary could not be read.
  */
 static int primary_lacks(struct detect *d, const redisReply *keys, unsigned char *lacks)
 {
+    /* First one EXISTS with every key of the page: it counts each key listed
+     * that exists (a repeated key as often as listed), so a count equal to
+     * the number of keys means the primary holds them all, which is nearly
+     * always the case; only otherwise is each key asked on its own. One
+     * command instead of one per key for the whole page. */
+    size_t nk = 0;
+    for (size_t i = 0; i < keys->elements; i++)
+        nk += keys->element[i]->type == REDIS_REPLY_STRING;
+    if (nk) {
+        const char **a = malloc((nk + 1) * sizeof(*a));
+        size_t *l = malloc((nk + 1) * sizeof(*l));
+        redisReply *e = NULL;
+        if (a && l) {
+            size_t k = 0;
+            a[k] = "EXISTS", l[k++] = 6;
+            for (size_t i = 0; i < keys->elements; i++)
+                if (keys->element[i]->type == REDIS_REPLY_STRING)
+                    a[k] = keys->element[i]->str, l[k++] = keys->element[i]->len;
+            /* Paced and counted as the lookups it makes, like the per-key
+             * EXISTS it replaces, so the budget still bounds the load. */
+            budget_take(d, (double)nk);
+            e = rconn_argv(d->d_p, (int)k, a, l);
+            if (e)
+                rconn_count(d->d_p, (unsigned)nk - 1);
+        }
+        free(a);
+        free(l);
+        if (a && l && !e)
+            return -1; /* the connection failed */
+        int all = e && e->type == REDIS_REPLY_INTEGER && e->integer == (long long)nk;
+        if (e)
+            freeReplyObject(e);
+        if (all)
+            return 0; /* lacks[] stays all 0 */
+    }
     for (size_t at = 0; at < keys->elements; at += BATCH_MAX) {
         size_t n = keys->elements - at < BATCH_MAX ? keys->elements - at : BATCH_MAX, sent = 0;
         budget_take(d, (double)n);
@@ -1078,11 +1138,51 @@ static int primary_lacks(struct detect *d, const redisReply *keys, unsigned char
 }
 
 /*
+ * The SCAN page of node c at cursor: the one asked for ahead when there is
+ * one for this cursor, else asked for now. NULL on a connection error.
+ */
+static redisReply *scan_page(struct rconn *c, struct ahead *ah, const char *cur, const char *pat,
+                             const char *count, unsigned long long cursor)
+{
+    if (!ah->a_conn)
+        return rconn_command(c, "SCAN %s MATCH %s COUNT %s", cur, pat, count);
+    int pending = ah->a_pending && rconn_pending(ah->a_conn) > 0;
+    ah->a_pending = 0;
+    if (pending && ah->a_cursor == cursor)
+        return rconn_reply(ah->a_conn);
+    if (pending) { /* another cursor (a new cycle): drop it */
+        redisReply *old = rconn_reply(ah->a_conn);
+        if (!old)
+            return NULL;
+        freeReplyObject(old);
+    }
+    return rconn_command(ah->a_conn, "SCAN %s MATCH %s COUNT %s", cur, pat, count);
+}
+
+/* Asks for the page at cursor ahead; on failure the next scan_page asks again. */
+static void scan_ahead(struct detect *d, struct ahead *ah, unsigned long long cursor,
+                       const char *pat, const char *count)
+{
+    char cur[32];
+
+    if (!ah->a_conn || !cursor)
+        return;
+    snprintf(cur, sizeof(cur), "%llu", cursor);
+    budget_take(d, 1);
+    if (rconn_append(ah->a_conn, "SCAN %s MATCH %s COUNT %s", cur, pat, count) == 0 &&
+        rconn_flush(ah->a_conn) == 0) {
+        ah->a_pending = 1;
+        ah->a_cursor = cursor;
+    }
+}
+
+/*
  * One SCAN call on node c from *cursor; checks the keys it returns (for a
  * replica: only those the primary lacks, against that replica). Returns 1
  * when the cycle ended (cursor back to 0), 0 otherwise, -1 on error.
  */
-static int scan_step(struct detect *d, struct rconn *c, unsigned long long *cursor, int rep)
+static int scan_step(struct detect *d, struct rconn *c, struct ahead *ah,
+                     unsigned long long *cursor, int rep)
 {
     char cur[32], count[32];
     const char *pat = d->d_cfg->key_pattern && *d->d_cfg->key_pattern ? d->d_cfg->key_pattern : "*";
@@ -1093,7 +1193,7 @@ static int scan_step(struct detect *d, struct rconn *c, unsigned long long *curs
     snprintf(cur, sizeof(cur), "%llu", *cursor);
     snprintf(count, sizeof(count), "%lld", d->d_cfg->scan_count);
     budget_take(d, 1);
-    r = rconn_command(c, "SCAN %s MATCH %s COUNT %s", cur, pat, count);
+    r = scan_page(c, ah, cur, pat, count, *cursor);
     if (!r)
         return -1;
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
@@ -1103,6 +1203,7 @@ static int scan_step(struct detect *d, struct rconn *c, unsigned long long *curs
     }
     *cursor = strtoull(r->element[0]->str, NULL, 10);
     ended = *cursor == 0;
+    scan_ahead(d, ah, *cursor, pat, count);
     redisReply *keys = r->element[1];
     unsigned char *lacks = NULL;
     if (rep >= 0 && keys->elements) {
@@ -2077,7 +2178,7 @@ static void *engine_main(void *arg)
             continue;
         }
         if ((modes & MODE_SCAN) && !scan_done) {
-            int rc = scan_step(d, d->d_p, &d->d_cursor, -1);
+            int rc = scan_step(d, d->d_p, &d->d_pahead, &d->d_cursor, -1);
             busy++;
             if (rc == 1) {
                 cycle_end(d);
@@ -2101,7 +2202,7 @@ static void *engine_main(void *arg)
         }
         if ((modes & MODE_REPLICA_SCAN) && !rscan_done && cfg->nreplicas > 0) {
             struct rstate *rs = &d->d_rs[rscan_rep];
-            int rc = scan_step(d, rs->rs_conn, &rs->rs_cursor, rscan_rep);
+            int rc = scan_step(d, rs->rs_conn, &rs->rs_ahead, &rs->rs_cursor, rscan_rep);
             busy++;
             if (rc == 1) {
                 rs->rs_cycle_done = 1;
@@ -2167,11 +2268,17 @@ struct detect *detect_start(const struct detect_opts *o)
     d->d_buckets = calloc((size_t)d->d_nb, sizeof(*d->d_buckets));
     d->d_wq = calloc(WATCH_MAX, sizeof(*d->d_wq));
     d->d_p = node_conn(cfg, &cfg->primary, o->primary, o->db, 0);
-    if (!d->d_map || !d->d_rs || !d->d_buckets || !d->d_wq || !d->d_p)
+    if (o->one_pass)
+        d->d_pahead.a_conn = node_conn(cfg, &cfg->primary, o->primary, o->db, 0);
+    if (!d->d_map || !d->d_rs || !d->d_buckets || !d->d_wq || !d->d_p ||
+        (o->one_pass && !d->d_pahead.a_conn))
         goto fail;
     for (int i = 0; i < nrep; i++) {
         d->d_rs[i].rs_conn = node_conn(cfg, &cfg->replicas[i].addr, &o->replicas[i], o->db, 1);
-        if (!d->d_rs[i].rs_conn)
+        if (o->one_pass)
+            d->d_rs[i].rs_ahead.a_conn =
+                node_conn(cfg, &cfg->replicas[i].addr, &o->replicas[i], o->db, 1);
+        if (!d->d_rs[i].rs_conn || (o->one_pass && !d->d_rs[i].rs_ahead.a_conn))
             goto fail;
         if (cfg->modes & MODE_RANDOM) {
             d->d_rs[i].rs_win = calloc((size_t)cfg->random_sample_window, 1);
@@ -2217,9 +2324,11 @@ fail:
     if (d->d_rs)
         for (int i = 0; i < nrep; i++) {
             rconn_free(d->d_rs[i].rs_conn);
+            rconn_free(d->d_rs[i].rs_ahead.a_conn);
             free(d->d_rs[i].rs_win);
         }
     rconn_free(d->d_p);
+    rconn_free(d->d_pahead.a_conn);
     free(d->d_wq);
     free(d->d_buckets);
     free(d->d_rs);
@@ -2240,7 +2349,24 @@ int detect_wait(struct detect *d)
 
 int detect_done(struct detect *d)
 {
+    return detect_done_within(d, 0);
+}
+
+int detect_done_within(struct detect *d, int timeout_ms)
+{
+    struct timespec until;
+
+    clock_gettime(CLOCK_REALTIME, &until); /* the condition variable's clock */
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
     pthread_mutex_lock(&d->d_pmu);
+    while (!d->d_done && timeout_ms > 0)
+        if (pthread_cond_timedwait(&d->d_done_cv, &d->d_pmu, &until) != 0)
+            break; /* timed out (or failed: the caller asks again) */
     int done = d->d_done;
     pthread_mutex_unlock(&d->d_pmu);
     return done;
@@ -2266,9 +2392,11 @@ void detect_stop(struct detect *d)
         free(d->d_wq[(d->d_wq_head + i) % WATCH_MAX].key);
     for (int i = 0; i < d->d_cfg->nreplicas; i++) {
         rconn_free(d->d_rs[i].rs_conn);
+        rconn_free(d->d_rs[i].rs_ahead.a_conn);
         free(d->d_rs[i].rs_win);
     }
     rconn_free(d->d_p);
+    rconn_free(d->d_pahead.a_conn);
     for (int i = 0; i < JOBS_MAX; i++)
         job_free(d->d_jobs[i]);
     pthread_mutex_destroy(&d->d_wmu);

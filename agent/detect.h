@@ -75,6 +75,8 @@ struct detect *detect_start(const struct detect_opts *o);
 int detect_wait(struct detect *d);
 /* True once a one-pass run has finished. */
 int detect_done(struct detect *d);
+/* The same, waiting up to timeout_ms for it (and returning as soon as it is). */
+int detect_done_within(struct detect *d, int timeout_ms);
 void detect_stop(struct detect *d);
 
 /* Progress for the API and `check`. */

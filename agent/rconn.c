@@ -29,6 +29,7 @@ struct rconn {
     uint64_t rc_next_try_us; /* monotonic; no attempt before this */
     uint64_t rc_down_since;  /* monotonic; when the link was lost */
     int rc_ever_up;
+    uint64_t rc_tag; /* see rconn_tag */
     char rc_err[256];
 };
 
@@ -181,6 +182,7 @@ int rconn_ensure(struct rconn *c)
     c->rc_down_since = 0;
     c->rc_backoff_ms = 0;
     c->rc_pending = 0;
+    c->rc_tag = 0;
     set_node_up(c, 1);
     return 0;
 }
@@ -270,6 +272,21 @@ int rconn_append_argv(struct rconn *c, int argc, const char **argv, const size_t
     return 0;
 }
 
+int rconn_flush(struct rconn *c)
+{
+    int wdone = 0;
+
+    if (!c->rc_ctx)
+        return -1;
+    while (!wdone) {
+        if (redisBufferWrite(c->rc_ctx, &wdone) != REDIS_OK) {
+            fail(c, "write");
+            return -1;
+        }
+    }
+    return 0;
+}
+
 redisReply *rconn_reply(struct rconn *c)
 {
     void *r = NULL;
@@ -290,6 +307,22 @@ redisReply *rconn_reply(struct rconn *c)
 int rconn_pending(const struct rconn *c)
 {
     return c->rc_pending;
+}
+
+void rconn_count(struct rconn *c, unsigned n)
+{
+    if (c->rc_node && n)
+        atomic_fetch_add(&c->rc_node->rn_commands, n);
+}
+
+uint64_t rconn_tag(const struct rconn *c)
+{
+    return c->rc_tag;
+}
+
+void rconn_set_tag(struct rconn *c, uint64_t tag)
+{
+    c->rc_tag = tag;
 }
 
 int rconn_poll_reply(struct rconn *c, int timeout_ms, redisReply **out)

@@ -68,10 +68,33 @@ redisReply *rconn_argv(struct rconn *c, int argc, const char **argv, const size_
 /* Pipelining: append commands, then read their replies in order. */
 int rconn_append(struct rconn *c, const char *fmt, ...);
 int rconn_append_argv(struct rconn *c, int argc, const char **argv, const size_t *lens);
+/*
+ * Writes everything appended so far without reading. hiredis only writes its
+ * output buffer when a reply is first read, so a caller that pipelines to
+ * several servers must flush each before reading any, or the servers take
+ * their turns instead of working at the same time. -1 on a connection error
+ * (then closed).
+ */
+int rconn_flush(struct rconn *c);
 /* Reads the next pending reply (NULL on error: the connection is closed). */
 redisReply *rconn_reply(struct rconn *c);
 /* Replies appended but not yet read. */
 int rconn_pending(const struct rconn *c);
+
+/*
+ * Adds n commands to the node's counter without sending anything: a script
+ * runs several commands on the server for one EVALSHA, and the budget and the
+ * metrics count what the node does for us.
+ */
+void rconn_count(struct rconn *c, unsigned n);
+
+/*
+ * One word of caller state kept with the connection and reset to 0 on every
+ * (re)connect, since a new link may reach another server or run under other
+ * permissions (compare keeps whether its script is loaded or refused here).
+ */
+uint64_t rconn_tag(const struct rconn *c);
+void rconn_set_tag(struct rconn *c, uint64_t tag);
 
 /*
  * Waits up to timeout_ms for a reply (for subscribers). Returns 1 with *out

@@ -311,6 +311,68 @@ def test_memory_and_dump_denied_still_compare(h):
     assert {k: v[0] for k, v in res.items()} == {k: "equal" for k in LARGE}, err
 
 
+def calls(server, cmd):
+    return server.client().info("commandstats").get("cmdstat_" + cmd, {}).get("calls", 0)
+
+
+def fill_small(pc, rc, keys):
+    for c in (pc, rc):
+        pipe = c.pipeline(transaction=False)
+        for i, k in enumerate(keys):
+            pipe.set(k, b"v%d" % i)
+        pipe.expire(keys[1], 1000)
+        pipe.execute()
+
+
+def test_fetch_runs_one_script_per_chunk_with_the_commands_verdicts(pair):
+    # PTTL, MEMORY USAGE and DUMP run in one script per chunk of 256 keys; the
+    # same keys read with the commands (scripting denied to the user, so the
+    # fetch falls back) get the same verdicts and digests.
+    p, r = pair
+    pc, rc = p.client(), r.client()
+    keys = [b"k%d" % i for i in range(600)] + [b"", b"bin\x00\xff"]
+    fill_small(pc, rc, keys)
+    rc.set(b"k5", b"other")
+    rc.delete(b"k7")
+    pc.delete(b"k9")
+    pc.delete(b"k11")
+    pc.hset(b"k11", mapping={b"a": b"1"})  # hashes of other lengths
+    rc.delete(b"k11")
+    rc.hset(b"k11", mapping={b"a": b"1", b"b": b"2"})
+    pc.pexpire(b"k13", 100 * 1000)
+    rc.pexpire(b"k13", 900 * 1000)
+    with_script, _ = run(p, r, keys)
+    assert calls(p, "eval") == 3 and calls(r, "eval") == 3
+    assert calls(p, "pttl") == len(keys) and calls(r, "pttl") == len(keys)
+    kinds_seen = {k: v[0] for k, v in with_script.items()}
+    assert {k: v for k, v in kinds_seen.items() if v != "equal"} == {
+        b"k5": "value", b"k7": "missing", b"k9": "extra", b"k11": "value", b"k13": "ttl"}
+    for s in (p, r):
+        s.client().execute_command("ACL", "SETUSER", "default", "-@scripting")
+        s.client().config_resetstat()
+    with_commands, err = run(p, r, keys)
+    assert calls(p, "eval") == 0 and calls(p, "pttl") == len(keys)
+    assert with_commands == with_script, err
+
+
+def test_script_reply_is_bounded_and_resumed(pair):
+    # A script call stops once its DUMP payloads reach a few MB; the fetch
+    # asks again for the rest, so every key is still read once.
+    p, r = pair
+    pc, rc = p.client(timeout=30), r.client(timeout=30)
+    keys = [b"big%d" % i for i in range(12)]
+    vals = [os.urandom(600 * 1000) for _ in keys]  # random: DUMP compresses repeats
+    for c in (pc, rc):
+        for i, k in enumerate(keys):
+            c.set(k, vals[i])
+    res, err = run(p, r, keys)
+    assert {k: v[0] for k, v in res.items()} == {k: "equal" for k in keys}, err
+    assert all(v[1] == v[2] for v in res.values())
+    assert (calls(p, "eval"), calls(p, "dump")) == (2, len(keys))
+    rc.setrange(b"big11", 0, b"z")
+    assert kinds(p, r, keys)[b"big11"] == "value"
+
+
 def test_unreachable_node_is_error(pair):
     p, _ = pair
     p.client().set("k", "v")

@@ -30,6 +30,7 @@
 #define REVERIFY_US      2000000u
 #define SETTLE_MARGIN_US 2000000u
 #define MAX_RESAMPLES    5
+#define GIVE_UP_FACTOR   6 /* confirm-timeouts a suspect may wait for its replica */
 #define JOBS_MAX         256
 #define JOB_KEYS_MAX     1000
 #define GUARD_SECONDS    60
@@ -91,6 +92,7 @@ struct div {
     uint64_t d_pdigest, d_rdigest;
     long long d_pttl, d_rttl;
     long long d_marker_offset; /* native: primary offset at the first look */
+    uint64_t d_first_shown;    /* pubsub: heartbeat the cache showed then */
     uint64_t d_marker_seq;     /* pubsub: heartbeat the cache must show */
     long long d_primary_offset;
     enum mode d_found;
@@ -747,6 +749,9 @@ static void set_marker(struct detect *d, struct div *v, long long *poff)
         v->d_marker_offset = *poff;
         v->d_primary_offset = *poff;
     } else {
+        struct lag_view lv;
+        lag_get(d->d_o.lag, v->d_rep, &lv);
+        v->d_first_shown = lv.shown_seq;
         v->d_marker_seq = lag_written_seq(d->d_o.lag) + 2;
         v->d_primary_offset = lag_primary_offset(d->d_o.lag);
     }
@@ -2060,6 +2065,35 @@ void repair_resume(struct detect *d)
 
 /* ------------------------------------------------------------ the engine */
 
+static uint64_t confirm_us(const struct detect *d)
+{
+    return (uint64_t)d->d_cfg->confirm_timeout * 1000u;
+}
+
+/*
+ * At confirm-timeout, may a suspect whose replica has not caught up be
+ * judged anyway? A replica that is merely behind would turn a pending update
+ * into a false alarm, so only when nothing can be in flight:
+ *   - native: never (its stream delivers everything once it catches up);
+ *   - pubsub with no subscriber on the channel: yes, nothing will arrive;
+ *   - pubsub whose subscriber applied none of our heartbeats since the first
+ *     look, for GIVE_UP_FACTOR timeouts: yes, it is not applying updates
+ *     (stuck, or a subscriber that ignores the messages);
+ *   - otherwise (it applies updates, slowly): keep waiting.
+ */
+static int may_settle_behind(struct detect *d, const struct div *v, uint64_t now)
+{
+    struct lag_view lv;
+
+    if (d->d_cfg->replicas[v->d_rep].kind == REPLICA_NATIVE)
+        return 0;
+    lag_get(d->d_o.lag, v->d_rep, &lv);
+    if (!lv.link_up && lv.reachable)
+        return 1;
+    return lv.shown_seq == v->d_first_shown &&
+           now >= v->d_first_mono + (GIVE_UP_FACTOR - 1) * confirm_us(d);
+}
+
 static int recheck_step(struct detect *d)
 {
     uint64_t now = clock_mono_us();
@@ -2070,8 +2104,11 @@ static int recheck_step(struct detect *d)
         next = v->d_lnext;
         if (v->d_next_check_mono > now)
             continue;
-        if (caught_up(d, v) || now >= v->d_deadline_mono) {
+        if (caught_up(d, v) || (now >= v->d_deadline_mono && may_settle_behind(d, v, now))) {
             recheck(d, v);
+            done++;
+        } else if (now >= v->d_first_mono + GIVE_UP_FACTOR * confirm_us(d)) {
+            clear_suspect(d, v); /* it never caught up: lag, not evidence */
             done++;
         }
     }

@@ -299,6 +299,7 @@ static void start_workers(struct agent *a)
     }
     a->a_lag = n ? a->a_units[0].u_lag : NULL;
     a->a_detect = n && a->a_units[0].u_ndetect ? a->a_units[0].u_detect[0] : NULL;
+    a->a_workers_gen++;
     topo_metrics_set(a->a_topo);
 }
 

@@ -41,6 +41,12 @@ struct agent {
     struct topo_unit *a_units;
     int a_nunits;
     struct topo_watch *a_watch;
+    /*
+     * Counts worker starts (start at boot, reload, topology change): the
+     * repair API keeps engine pointers with the generation they belong to,
+     * so a job of engines since stopped is never looked up in new ones.
+     */
+    uint64_t a_workers_gen;
     uint64_t a_started_ms;
     uint64_t a_reloads;
 };

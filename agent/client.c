@@ -284,14 +284,17 @@ out:
 
 static void repair_usage(FILE *f)
 {
-    fprintf(f, "usage: keydrift repair KEY... | --all-open [--replica NAME] [--agent URL]\n"
-               "                       [--token-file FILE] [--base64] [--wait SECONDS] [--json]\n"
+    fprintf(f, "usage: keydrift repair KEY... | --all-open [--replica NAME] [--db N]\n"
+               "                       [--agent URL] [--token-file FILE] [--base64]\n"
+               "                       [--wait SECONDS] [--json]\n"
                "       keydrift repair --resume [--agent URL] [--token-file FILE]\n"
                "\n"
                "Asks a running agent to repair keys (every replica where the key is open, or\n"
-               "only --replica) and prints each key's outcome.\n"
+               "only --replica) and prints each key's outcome. In a cluster each key goes to\n"
+               "the shard that owns its slot; --all-open covers every shard.\n"
                "  --all-open        every open divergence instead of named keys\n"
-               "  --replica NAME    only this replica\n"
+               "  --replica NAME    only this replica (and so only its shard)\n"
+               "  --db N            only database N (default: every db the agent watches)\n"
                "  --base64          the KEYs are base64 (for binary keys)\n"
                "  --agent URL       the agent (default $KEYDRIFT_AGENT or " CL_DEFAULT_AGENT ")\n"
                "  --token-file F    the file holding the agent's API token (http-token-file)\n"
@@ -336,11 +339,19 @@ static int repair_print(json_t *job)
 {
     json_t *res = json_object_get(job, "results"), *x;
     size_t i;
-    int failed = 0;
+    int failed = 0, where = 0;
 
     if (json_array_size(res) == 0) {
         printf("nothing to repair\n");
         return 0;
+    }
+    /* Name the shard and db only when the job spans more than one of them. */
+    json_array_foreach(res, i, x)
+    {
+        json_t *first = json_array_get(res, 0);
+        if (!json_equal(json_object_get(x, "shard"), json_object_get(first, "shard")) ||
+            !json_equal(json_object_get(x, "db"), json_object_get(first, "db")))
+            where = 1;
     }
     printf("%-20s %-14s %-9s %s\n", "REPLICA", "OUTCOME", "STRATEGY", "KEY");
     json_array_foreach(res, i, x)
@@ -348,9 +359,14 @@ static int repair_print(json_t *job)
         const char *outcome = json_string_value(json_object_get(x, "outcome"));
         const char *strategy = json_string_value(json_object_get(x, "strategy"));
         const char *err = json_string_value(json_object_get(x, "error"));
-        printf("%-20s %-14s %-9s \"%s\"%s%s\n", json_string_value(json_object_get(x, "replica")),
+        char at[64] = "";
+        if (where)
+            snprintf(at, sizeof(at), "  (shard %s, db %lld)",
+                     json_string_value(json_object_get(x, "shard")),
+                     (long long)json_integer_value(json_object_get(x, "db")));
+        printf("%-20s %-14s %-9s \"%s\"%s%s%s\n", json_string_value(json_object_get(x, "replica")),
                outcome ? outcome : "?", strategy ? strategy : "-",
-               json_string_value(json_object_get(x, "key")), err ? "  error: " : "",
+               json_string_value(json_object_get(x, "key")), at, err ? "  error: " : "",
                err ? err : "");
         if (!outcome || !strcmp(outcome, "failed"))
             failed = 1;
@@ -359,7 +375,8 @@ static int repair_print(json_t *job)
 }
 
 /* Builds the request body from the command line. NULL after printing why. */
-static char *repair_body(char **keys, int nkeys, int base64, int all_open, const char *replica)
+static char *repair_body(char **keys, int nkeys, int base64, int all_open, const char *replica,
+                         int db)
 {
     json_t *j = json_object();
     if (all_open) {
@@ -394,6 +411,8 @@ static char *repair_body(char **keys, int nkeys, int base64, int all_open, const
     }
     if (replica)
         json_object_set_new(j, "replica", json_string_nocheck(replica));
+    if (db >= 0)
+        json_object_set_new(j, "db", json_integer(db));
     char *s = json_dumps(j, JSON_COMPACT);
     json_decref(j);
     return s;
@@ -449,7 +468,7 @@ static json_t *repair_follow(const char *base, const struct cl_resp *first, doub
 int cmd_repair(int argc, char **argv)
 {
     const char *agent_opt = NULL, *replica = NULL, *token_file = NULL;
-    int all_open = 0, resume = 0, base64 = 0, as_json = 0, nkeys = 0;
+    int all_open = 0, resume = 0, base64 = 0, as_json = 0, nkeys = 0, db = -1;
     double wait_s = 30;
     char **keys = calloc((size_t)argc + 1, sizeof(*keys));
     char base[1024];
@@ -477,6 +496,15 @@ int cmd_repair(int argc, char **argv)
             replica = argv[++i];
         } else if (!strcmp(a, "--agent") && has_arg) {
             agent_opt = argv[++i];
+        } else if (!strcmp(a, "--db") && has_arg) {
+            char *end;
+            long v = strtol(argv[++i], &end, 10);
+            if (*end || end == argv[i] || argv[i][0] == '-' || v < 0 || v > 100000) {
+                fprintf(stderr, "keydrift repair: --db wants a database number, not '%s'\n",
+                        argv[i]);
+                goto usage;
+            }
+            db = (int)v;
         } else if (!strcmp(a, "--token-file") && has_arg) {
             token_file = argv[++i];
         } else if (!strcmp(a, "--wait") && has_arg) {
@@ -506,7 +534,7 @@ int cmd_repair(int argc, char **argv)
         fprintf(stderr, "keydrift repair: give keys or --all-open, not both\n");
         goto usage;
     }
-    if (resume && (all_open || nkeys || replica)) {
+    if (resume && (all_open || nkeys || replica || db >= 0)) {
         fprintf(stderr, "keydrift repair: --resume takes no keys\n");
         goto usage;
     }
@@ -528,7 +556,7 @@ int cmd_repair(int argc, char **argv)
         free(r.body);
         goto done_curl;
     }
-    if (!(body = repair_body(keys, nkeys, base64, all_open, replica)))
+    if (!(body = repair_body(keys, nkeys, base64, all_open, replica, db)))
         goto done_curl;
     double deadline = mono_s() + wait_s;
     if (cl_request(base, "/api/v1/repair", body, token, 15000, &r) < 0)

@@ -63,6 +63,7 @@ void api_repair_req_free(struct api_repair_req *r)
     free(r->keys);
     free(r->lens);
     memset(r, 0, sizeof(*r));
+    r->db = -1;
 }
 
 /* Appends a copy of key (len bytes, NUL added) to r. 0, or -1 out of memory. */
@@ -129,6 +130,7 @@ int api_parse_repair_body(const char *body, size_t len, struct api_repair_req *o
     int has_all = 0;
 
     memset(out, 0, sizeof(*out));
+    out->db = -1;
     json_t *j = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
     if (!j) {
         snprintf(err, errlen, "the body is not valid JSON: %s (at character %d)", je.text,
@@ -165,9 +167,17 @@ int api_parse_repair_body(const char *body, size_t len, struct api_repair_req *o
             }
             has_all = 1;
             out->all_open = json_is_true(v);
+        } else if (!strcmp(name, "db")) {
+            if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+                json_integer_value(v) > API_MAX_DB) {
+                snprintf(err, errlen, "field 'db' must be a database number (0 to %d)", API_MAX_DB);
+                goto fail;
+            }
+            out->db = (int)json_integer_value(v);
         } else {
             snprintf(err, errlen,
-                     "unknown field '%.64s' (expected keys, keys_base64, replica, all_open)", name);
+                     "unknown field '%.64s' (expected keys, keys_base64, replica, db, all_open)",
+                     name);
             goto fail;
         }
     }
@@ -560,12 +570,34 @@ static json_t *replica_json(struct agent *a, int i)
     return j;
 }
 
-/* The "repair" member of /api/v1/status; called with a->a_lock held. */
+/*
+ * The "repair" member of /api/v1/status: paused when any engine's guard
+ * paused it, with every paused engine's reason (named by shard and db when
+ * there are several engines). Called with a->a_lock held.
+ */
 static json_t *repair_state_json(struct agent *a)
 {
     static const char *const policies[] = {"off", "manual", "auto"};
-    char why[160] = "";
-    int paused = a->a_detect ? repair_paused(a->a_detect, why, sizeof(why)) : 0;
+    char why[1024] = "", one[160];
+    int paused = 0, nengines = 0;
+    size_t o = 0;
+
+    for (int u = 0; u < a->a_nunits; u++)
+        nengines += a->a_units[u].u_ndetect;
+    for (int u = 0; u < a->a_nunits; u++)
+        for (int k = 0; k < a->a_units[u].u_ndetect; k++) {
+            if (!repair_paused(a->a_units[u].u_detect[k], one, sizeof(one)))
+                continue;
+            if (o < sizeof(why)) {
+                if (nengines > 1)
+                    o += (size_t)snprintf(why + o, sizeof(why) - o, "%sshard %s db %d: %s",
+                                          paused ? "; " : "", a->a_units[u].u_shard.ts_label,
+                                          a->a_units[u].u_dbs[k], one);
+                else
+                    o += (size_t)snprintf(why + o, sizeof(why) - o, "%s", one);
+            }
+            paused = 1;
+        }
 
     return json_pack("{s:s,s:b,s:o,s:b,s:b}", "policy", policies[a->a_cfg.repair], "paused", paused,
                      "paused_reason", paused ? json_string(why) : json_null(), "dry_run",
@@ -717,13 +749,386 @@ static void reply_job(struct http_response *resp, json_t *job, int64_t id)
     resp->extra_header_value = location;
 }
 
+/*
+ * Repair jobs across engines. An agent runs one detection engine per shard
+ * and db, and a request may reach several of them; the API gives the caller
+ * one job id standing for the engines' jobs (its sub-jobs), kept in a small
+ * table like the engines' own: slot id % API_JOBS_MAX, the oldest forgotten.
+ * Engines are only ever submitted to through this table, and each API job
+ * makes at most one job per engine, so an engine forgets a job only after
+ * the table has. Engine pointers are kept with the workers' generation: a
+ * job of engines since stopped (a reload, a failover) is reported unknown.
+ */
+struct api_sub {
+    struct detect *s_detect; /* NULL when the submission was refused */
+    int64_t s_id;            /* the engine's job id */
+    char s_shard[16];
+    int s_db;
+    json_t *s_failed; /* refused: the results standing for it */
+};
+
+struct api_job {
+    int64_t j_id;
+    uint64_t j_gen;
+    int j_nsubs;
+    struct api_sub *j_subs;
+};
+
+static pthread_mutex_t api_jobs_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct api_job api_jobs[API_JOBS_MAX];
+static int64_t api_next_job;
+
+static void subs_free(struct api_sub *subs, int n)
+{
+    for (int i = 0; subs && i < n; i++)
+        json_decref(subs[i].s_failed);
+    free(subs);
+}
+
+/* Records a job of n sub-jobs (taking subs) and returns its id. */
+static int64_t jobs_add(uint64_t gen, struct api_sub *subs, int n)
+{
+    pthread_mutex_lock(&api_jobs_mu);
+    int64_t id = ++api_next_job;
+    struct api_job *j = &api_jobs[id % API_JOBS_MAX];
+    struct api_sub *old = j->j_subs;
+    int nold = j->j_nsubs;
+    *j = (struct api_job){.j_id = id, .j_gen = gen, .j_nsubs = n, .j_subs = subs};
+    pthread_mutex_unlock(&api_jobs_mu);
+    subs_free(old, nold);
+    return id;
+}
+
+/* A copy of n sub-jobs (free with subs_free), or NULL out of memory. */
+static struct api_sub *subs_copy(const struct api_sub *subs, int n)
+{
+    struct api_sub *copy = calloc((size_t)(n ? n : 1), sizeof(*copy));
+    for (int i = 0; copy && i < n; i++) {
+        copy[i] = subs[i];
+        json_incref(copy[i].s_failed);
+    }
+    return copy;
+}
+
+/* A copy of job id's sub-jobs (free with subs_free), or NULL when unknown. */
+static struct api_sub *jobs_get(int64_t id, uint64_t *gen, int *n)
+{
+    struct api_sub *copy = NULL;
+
+    pthread_mutex_lock(&api_jobs_mu);
+    struct api_job *j = &api_jobs[id % API_JOBS_MAX];
+    if (id > 0 && j->j_id == id && (copy = subs_copy(j->j_subs, j->j_nsubs))) {
+        *gen = j->j_gen;
+        *n = j->j_nsubs;
+    }
+    pthread_mutex_unlock(&api_jobs_mu);
+    return copy;
+}
+
+/* One result of a sub-job that has no engine job behind it: outcome failed. */
+static json_t *failed_result(const char *replica, const char *key, size_t len, const char *shard,
+                             int db, const char *error)
+{
+    char *k = text_escape(key, len), *b = text_base64(key, len);
+    json_t *r = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:i}", "replica", replica, "key", k ? k : "",
+                          "key_base64", b ? b : "", "outcome", "failed", "error", error, "shard",
+                          shard, "db", db);
+    free(k);
+    free(b);
+    return r;
+}
+
+/*
+ * The job as one document: the first sub-job's with the API id, state done
+ * only when every sub-job is, and every sub-job's results (each with its
+ * shard and db). Waits up to wait_ms in all. a->a_lock held for reading
+ * with the job's generation checked, so its engines are alive.
+ */
+static json_t *job_merged(int64_t id, const struct api_sub *subs, int n, long long wait_ms)
+{
+    uint64_t deadline = clock_mono_us() + (uint64_t)wait_ms * 1000;
+    json_t *out = NULL, *results = json_array();
+    int ndone = 0, nqueued = 0;
+
+    for (int i = 0; i < n; i++) {
+        const struct api_sub *s = &subs[i];
+        json_t *sub = NULL, *list = s->s_failed, *x;
+        size_t k;
+        if (s->s_detect) {
+            uint64_t now = clock_mono_us();
+            long long left = now < deadline ? (long long)((deadline - now) / 1000) : 0;
+            sub = repair_job_json(s->s_detect, s->s_id, left);
+            list = sub ? json_object_get(sub, "results") : NULL;
+            if (!sub)
+                json_array_append_new(results,
+                                      failed_result("", "", 0, s->s_shard, s->s_db,
+                                                    "the detection engine forgot this job; its "
+                                                    "outcome is unknown"));
+        }
+        const char *state = sub ? json_string_value(json_object_get(sub, "state")) : "done";
+        if (state && !strcmp(state, "done"))
+            ndone++;
+        else if (!state || !strcmp(state, "queued"))
+            nqueued++;
+        json_array_foreach(list, k, x)
+        {
+            if (sub) {
+                json_object_set_new(x, "shard", json_string(s->s_shard));
+                json_object_set_new(x, "db", json_integer(s->s_db));
+            }
+            json_array_append(results, x);
+        }
+        if (sub && !out)
+            out = sub;
+        else
+            json_decref(sub);
+    }
+    if (!out)
+        out = json_pack("{s:I,s:s,s:s,s:I}", "id", (json_int_t)id, "state", "done", "trigger",
+                        "api", "created_ms", (json_int_t)clock_wall_ms());
+    json_object_set_new(out, "id", json_integer((json_int_t)id));
+    /* Queued while no sub-job has started, done when all are, else running. */
+    const char *state = "running";
+    if (ndone == n)
+        state = "done";
+    else if (nqueued == n)
+        state = "queued";
+    json_object_set_new(out, "state", json_string(state));
+    json_object_set_new(out, "results", results);
+    return out;
+}
+
+/* The unit (index into a_units) whose shard has replica name, or -1. a_lock held. */
+static int unit_of_replica(struct agent *a, const char *name)
+{
+    for (int u = 0; u < a->a_nunits; u++)
+        if (cfg_find_replica(&a->a_units[u].u_cfg, name))
+            return u;
+    return -1;
+}
+
+/*
+ * The unit that holds a key: in a cluster the shard owning its slot (-1
+ * when this agent runs no such shard), else the only one. a_lock held.
+ */
+static int unit_of_key(struct agent *a, const char *key, size_t len, int *slot)
+{
+    *slot = -1;
+    if (a->a_cfg.discovery != DISCOVERY_CLUSTER)
+        return a->a_nunits ? 0 : -1;
+    *slot = topo_key_slot(key, len);
+    for (int u = 0; u < a->a_nunits; u++) {
+        const struct topo_shard *s = &a->a_units[u].u_shard;
+        for (int i = 0; i < s->ts_nranges; i++)
+            if (*slot >= s->ts_ranges[i][0] && *slot <= s->ts_ranges[i][1])
+                return u;
+    }
+    return -1;
+}
+
+static int db_configured(const struct config *c, int db)
+{
+    for (int i = 0; i < c->ndbs; i++)
+        if (c->dbs[i] == db)
+            return 1;
+    return 0;
+}
+
+/* The request being routed to engines (a->a_lock held for reading). */
+struct route {
+    struct agent *a;
+    const struct api_repair_req *r;
+    struct api_sub *subs; /* one per engine at most */
+    int nsubs;
+    char *err;
+    size_t errlen;
+};
+
+/*
+ * Submits keys (NULL with all_open) to engine k of unit u, recording the
+ * sub-job. The first refusal refuses the whole request (nothing queued yet,
+ * -1 with err set); a later one becomes failed results in the job.
+ */
+static int route_submit(struct route *rt, int u, int k, const char *const *keys, const size_t *lens,
+                        int nkeys)
+{
+    struct topo_unit *un = &rt->a->a_units[u];
+    const struct api_repair_req *r = rt->r;
+    struct api_sub *s = &rt->subs[rt->nsubs];
+    char why[256] = "";
+
+    snprintf(s->s_shard, sizeof(s->s_shard), "%s", un->u_shard.ts_label);
+    s->s_db = un->u_dbs[k];
+    s->s_id = repair_submit(un->u_detect[k], r->replica[0] ? r->replica : NULL, keys, lens, nkeys,
+                            r->all_open, TRIGGER_API, why, sizeof(why));
+    if (s->s_id < 0 && rt->nsubs == 0) {
+        snprintf(rt->err, rt->errlen, "%s", why);
+        return -1;
+    }
+    if (s->s_id >= 0) {
+        s->s_detect = un->u_detect[k];
+    } else {
+        s->s_failed = json_array();
+        for (int i = 0; i < (r->all_open ? 1 : nkeys); i++)
+            json_array_append_new(s->s_failed, failed_result(r->replica, r->all_open ? "" : keys[i],
+                                                             r->all_open ? 0 : lens[i], s->s_shard,
+                                                             s->s_db, why));
+    }
+    rt->nsubs++;
+    return 0;
+}
+
+/* How many engines of unit u serve the request's db. */
+static int unit_engines(const struct route *rt, int u)
+{
+    const struct topo_unit *un = &rt->a->a_units[u];
+    int n = 0;
+
+    for (int k = 0; k < un->u_ndetect; k++)
+        n += rt->r->db < 0 || un->u_dbs[k] == rt->r->db;
+    return n;
+}
+
+/* Submits to every engine of unit u that serves the request's db. */
+static int route_unit(struct route *rt, int u, const char *const *keys, const size_t *lens,
+                      int nkeys)
+{
+    struct topo_unit *un = &rt->a->a_units[u];
+
+    for (int k = 0; k < un->u_ndetect; k++)
+        if ((rt->r->db < 0 || un->u_dbs[k] == rt->r->db) &&
+            route_submit(rt, u, k, keys, lens, nkeys) < 0)
+            return -1;
+    return 0;
+}
+
+/*
+ * Checks the request against the topology and sends it to its engines:
+ * each key to the shard that holds it (or the replica's shard), every
+ * configured db unless one is named; all_open to every engine (of the
+ * replica's shard). Returns 0 with rt->subs filled, or an HTTP status with
+ * rt->err set.
+ */
+static int route_request(struct route *rt)
+{
+    struct agent *a = rt->a;
+    const struct api_repair_req *r = rt->r;
+    int ru = -1, nengines = 0, status = 0;
+    int *owner = NULL;
+    const char **keys = NULL;
+    size_t *lens = NULL;
+
+    for (int u = 0; u < a->a_nunits; u++)
+        nengines += a->a_units[u].u_ndetect;
+    if (r->replica[0] && (ru = unit_of_replica(a, r->replica)) < 0 &&
+        !cfg_find_replica(&a->a_cfg, r->replica)) {
+        snprintf(rt->err, rt->errlen, "field 'replica': no replica named '%s'", r->replica);
+        return 400;
+    }
+    if (r->db >= 0 && !db_configured(&a->a_cfg, r->db)) {
+        snprintf(rt->err, rt->errlen, "field 'db': db %d is not watched (option 'db')", r->db);
+        return 400;
+    }
+    if (a->a_cfg.repair == REPAIR_OFF) {
+        snprintf(rt->err, rt->errlen, "repairs are disabled on this agent (option 'repair off')");
+        return 409;
+    }
+    if (nengines == 0 || (r->replica[0] && ru < 0)) {
+        snprintf(rt->err, rt->errlen,
+                 "detection is not running (no replicas, or sample-modes is empty), so there is "
+                 "nothing to repair with");
+        return 503;
+    }
+    if (!(rt->subs = calloc((size_t)nengines, sizeof(*rt->subs)))) {
+        snprintf(rt->err, rt->errlen, "out of memory");
+        return 500;
+    }
+    if (r->all_open) {
+        for (int u = 0; u < a->a_nunits; u++)
+            if ((ru < 0 || u == ru) && route_unit(rt, u, NULL, NULL, 0) < 0)
+                return 400;
+        if (rt->nsubs == 0) {
+            snprintf(rt->err, rt->errlen,
+                     "no detection engine runs for the replica or db asked for, so there is "
+                     "nothing to repair with");
+            return 503;
+        }
+        return 0;
+    }
+
+    owner = calloc((size_t)r->nkeys, sizeof(*owner));
+    keys = calloc((size_t)r->nkeys, sizeof(*keys));
+    lens = calloc((size_t)r->nkeys, sizeof(*lens));
+    if (!owner || !keys || !lens) {
+        snprintf(rt->err, rt->errlen, "out of memory");
+        status = 500;
+        goto out;
+    }
+    for (int i = 0; i < r->nkeys; i++) {
+        int slot;
+        owner[i] = unit_of_key(a, r->keys[i], r->lens[i], &slot);
+        if (ru >= 0 && owner[i] != ru && slot >= 0) {
+            char *k = text_escape(r->keys[i], r->lens[i]);
+            snprintf(rt->err, rt->errlen,
+                     "key '%.64s' (slot %d) is not on replica '%s''s shard %s: leave out "
+                     "'replica' to repair it where it is",
+                     k ? k : "?", slot, r->replica, a->a_units[ru].u_shard.ts_label);
+            free(k);
+            status = 400;
+            goto out;
+        }
+        if (ru >= 0)
+            owner[i] = ru;
+        if (owner[i] < 0) {
+            char *k = text_escape(r->keys[i], r->lens[i]);
+            snprintf(rt->err, rt->errlen,
+                     "key '%.64s' (slot %d) is on a shard this agent does not watch (see "
+                     "'shard-index')",
+                     k ? k : "?", slot);
+            free(k);
+            status = 400;
+            goto out;
+        }
+        if (unit_engines(rt, owner[i]) == 0) {
+            char db[32] = "";
+            if (r->db >= 0)
+                snprintf(db, sizeof(db), " for db %d", r->db);
+            snprintf(rt->err, rt->errlen,
+                     "no detection engine runs on shard %s%s, so there is nothing to repair "
+                     "its keys with",
+                     a->a_units[owner[i]].u_shard.ts_label, db);
+            status = 503;
+            goto out;
+        }
+    }
+    /* Each unit's keys, in request order, as one job per engine. Only the
+     * first submission can refuse the request; see route_submit. */
+    for (int u = 0; u < a->a_nunits; u++) {
+        int n = 0;
+        for (int i = 0; i < r->nkeys; i++)
+            if (owner[i] == u) {
+                keys[n] = r->keys[i];
+                lens[n++] = r->lens[i];
+            }
+        if (n && route_unit(rt, u, keys, lens, n) < 0) {
+            status = 400;
+            break;
+        }
+    }
+out:
+    free(owner);
+    free(keys);
+    free(lens);
+    return status;
+}
+
 static void h_repair(const struct http_request *req, struct http_response *resp, void *arg)
 {
     struct agent *a = arg;
     struct api_repair_req r;
     char err[256] = "";
     long long wait = API_REPAIR_WAIT_MS;
-    int status = 0;
+    int status;
     int64_t id = -1;
     json_t *job = NULL;
 
@@ -733,30 +1138,24 @@ static void h_repair(const struct http_request *req, struct http_response *resp,
         http_reply_json_error(resp, 400, err);
         return;
     }
+    struct route rt = {.a = a, .r = &r, .err = err, .errlen = sizeof(err)};
     pthread_rwlock_rdlock(&a->a_lock);
-    if (r.replica[0] && !cfg_find_replica(&a->a_cfg, r.replica)) {
-        snprintf(err, sizeof(err), "field 'replica': no replica named '%s'", r.replica);
-        status = 400;
-    } else if (a->a_cfg.repair == REPAIR_OFF) {
-        snprintf(err, sizeof(err), "repairs are disabled on this agent (option 'repair off')");
-        status = 409;
-    } else if (!a->a_detect) {
-        snprintf(err, sizeof(err),
-                 "detection is not running (no replicas, or sample-modes is empty), so there is "
-                 "nothing to repair with");
-        status = 503;
-    } else {
-        id =
-            repair_submit(a->a_detect, r.replica[0] ? r.replica : NULL, (const char *const *)r.keys,
-                          r.lens, r.nkeys, r.all_open, TRIGGER_API, err, sizeof(err));
-        if (id < 0)
-            status = 400;
-        else if (!(job = repair_job_json(a->a_detect, id, wait)))
+    status = route_request(&rt);
+    if (status == 0) {
+        /* The table owns rt.subs from here; this request waits on its own copy. */
+        struct api_sub *copy = subs_copy(rt.subs, rt.nsubs);
+        id = jobs_add(a->a_workers_gen, rt.subs, rt.nsubs);
+        rt.subs = NULL;
+        if (copy)
+            job = job_merged(id, copy, rt.nsubs, wait);
+        subs_free(copy, rt.nsubs);
+        if (!job)
             status = 500;
     }
     pthread_rwlock_unlock(&a->a_lock);
+    subs_free(rt.subs, rt.nsubs);
     api_repair_req_free(&r);
-    if (status == 500)
+    if (status == 500 && !err[0])
         snprintf(err, sizeof(err), "repair job %lld vanished", (long long)id);
     if (status) {
         http_reply_json_error(resp, status, err[0] ? err : "repair refused");
@@ -772,6 +1171,8 @@ static void h_repair_job(const struct http_request *req, struct http_response *r
     long long id, wait = 0;
     json_t *job = NULL;
     char err[128];
+    uint64_t gen = 0;
+    int n = 0;
 
     if (parse_uint(idtext, INT64_MAX, &id) < 0 || id == 0) {
         snprintf(err, sizeof(err), "'%.40s' is not a repair job id", idtext);
@@ -780,10 +1181,12 @@ static void h_repair_job(const struct http_request *req, struct http_response *r
     }
     if (query_wait(req, resp, &wait) < 0)
         return;
+    struct api_sub *subs = jobs_get(id, &gen, &n);
     pthread_rwlock_rdlock(&a->a_lock);
-    if (a->a_detect)
-        job = repair_job_json(a->a_detect, id, wait);
+    if (subs && gen == a->a_workers_gen)
+        job = job_merged(id, subs, n, wait);
     pthread_rwlock_unlock(&a->a_lock);
+    subs_free(subs, n);
     if (!job) {
         snprintf(err, sizeof(err), "no repair job %lld (old jobs are forgotten)", id);
         http_reply_json_error(resp, 404, err);
@@ -800,10 +1203,11 @@ static void h_repair_resume(const struct http_request *req, struct http_response
     if (authorize(a, req, resp) < 0)
         return;
     pthread_rwlock_rdlock(&a->a_lock);
-    if (a->a_detect) {
-        repair_resume(a->a_detect);
-        ok = 1;
-    }
+    for (int u = 0; u < a->a_nunits; u++)
+        for (int k = 0; k < a->a_units[u].u_ndetect; k++) {
+            repair_resume(a->a_units[u].u_detect[k]);
+            ok = 1;
+        }
     pthread_rwlock_unlock(&a->a_lock);
     if (!ok) {
         http_reply_json_error(resp, 503,

@@ -29,6 +29,10 @@ struct agent;
 #define API_MAX_WAIT_MS 10000
 /* How long POST /api/v1/repair waits for its job before answering 202. */
 #define API_REPAIR_WAIT_MS 2000
+/* Highest database number a repair request may name (Redis's own limit is configurable). */
+#define API_MAX_DB 100000
+/* API repair jobs remembered for GET /api/v1/repairs/<id>; older ones are forgotten. */
+#define API_JOBS_MAX 256
 
 /* Adds every route above to s; a is read under a->a_lock on each request. */
 void api_register(struct http_server *s, struct agent *a);
@@ -42,6 +46,7 @@ void api_register(struct http_server *s, struct agent *a);
 struct api_repair_req {
     int all_open;
     char replica[64]; /* "" = every replica */
+    int db;           /* -1 = every configured db */
     int nkeys;
     char **keys;
     size_t *lens;
@@ -50,7 +55,8 @@ struct api_repair_req {
 /*
  * Parses a repair request body (len bytes, need not be NUL-terminated).
  * Accepts exactly an object with the fields keys, keys_base64 (arrays of
- * strings), replica (a non-empty string) and all_open (a boolean); either
+ * strings), replica (a non-empty string), db (an integer 0..API_MAX_DB) and
+ * all_open (a boolean); either
  * keys or all_open:true, not both; 1..API_MAX_KEYS keys. Returns 0, or -1
  * with a reason naming the field in err (and out left empty). Pure.
  */

@@ -42,6 +42,15 @@ TEST(api_repair_body_keys)
     api_repair_req_free(&r);
     CHECK(body(" {\"all_open\":true,\"replica\":\"c1\"} ", &r, err, sizeof(err)) == 0);
     CHECK(r.all_open && !strcmp(r.replica, "c1"));
+    CHECK(r.db == -1);
+    api_repair_req_free(&r);
+
+    /* An optional db; without it every configured db (-1). */
+    CHECK(body("{\"keys\":[\"a\"],\"db\":3}", &r, err, sizeof(err)) == 0);
+    CHECK(r.db == 3 && r.nkeys == 1);
+    api_repair_req_free(&r);
+    CHECK(body("{\"all_open\":true,\"db\":0}", &r, err, sizeof(err)) == 0);
+    CHECK(r.db == 0 && r.all_open);
     api_repair_req_free(&r);
 }
 
@@ -65,6 +74,10 @@ TEST(api_repair_body_errors)
         {"{}", "nothing to repair"},
         {"{\"keys\":[\"a\"],\"key\":\"b\"}", "unknown field 'key'"},
         {"{\"keys\":[\"a\"],\"keys\":[\"b\"]}", "not valid JSON"},
+        {"{\"keys\":[\"a\"],\"db\":-1}", "field 'db'"},
+        {"{\"keys\":[\"a\"],\"db\":\"3\"}", "field 'db'"},
+        {"{\"keys\":[\"a\"],\"db\":1.5}", "field 'db'"},
+        {"{\"keys\":[\"a\"],\"db\":100001}", "field 'db'"},
     };
     struct api_repair_req r;
     char err[256];

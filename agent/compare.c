@@ -517,6 +517,90 @@ int cmp_fetch_many(struct rconn *const *c, size_t nc, const char *const *keys, c
     return 0;
 }
 
+int cmp_fetch_send(struct rconn *const *c, size_t nc, const char *const *keys, const size_t *lens,
+                   size_t n, long long max_value_bytes, struct cmp_sent *p)
+{
+    const char *argv[CMP_CHUNK + 5];
+    size_t argl[CMP_CHUNK + 5];
+
+    memset(p, 0, sizeof(*p));
+    if (nc > CMP_MAX_NODES || n > CMP_SEND_MAX)
+        return -1;
+    p->nc = nc;
+    p->n = n;
+    for (size_t j = 0; j < nc && n; j++) {
+        if (!script_usable(c[j]))
+            continue; /* cmp_fetch_recv reads it on fb[j] */
+        for (size_t a = 0; a < n; a += CMP_CHUNK) {
+            size_t m = n - a < CMP_CHUNK ? n - a : CMP_CHUNK;
+            if (script_send(c[j], keys + a, lens + a, m, max_value_bytes, argv, argl) < 0)
+                break;
+            p->nchunks[j]++;
+        }
+        /* A failure closed the connection: nothing of it is in flight, and
+         * cmp_fetch_recv reads these keys on fb[j]. */
+        if (!rconn_connected(c[j]) || (p->nchunks[j] && rconn_flush(c[j]) < 0))
+            p->nchunks[j] = 0;
+    }
+    return 0;
+}
+
+int cmp_fetch_recv(struct rconn *const *c, struct rconn *const *fb, const char *const *keys,
+                   const size_t *lens, long long max_value_bytes, const struct cmp_sent *p,
+                   struct cmp_side *const *out, int *rc)
+{
+    size_t n = p->n;
+    int ret = 0;
+
+    for (size_t j = 0; j < p->nc; j++) {
+        size_t at = 0;
+        int complete = 1, script = 1;
+
+        for (size_t i = 0; i < n; i++) {
+            out[j][i].dump = NULL;
+            cmp_side_clear(&out[j][i]);
+        }
+        rc[j] = 0;
+        for (unsigned s = 0; s < p->nchunks[j] && !rc[j]; s++) {
+            size_t want = n - s * CMP_CHUNK < CMP_CHUNK ? n - s * CMP_CHUNK : CMP_CHUNK;
+            redisReply *r = rconn_reply(c[j]);
+            if (!r) {
+                rc[j] = -1;
+                break;
+            }
+            unsigned calls = 0;
+            size_t got = complete && script
+                             ? script_parse(r, want, max_value_bytes, out[j] + at, &calls)
+                             : 0;
+            if (complete && script && !got) {
+                if (r->type == REDIS_REPLY_ERROR)
+                    log_debug("compare: script refused by %s:%d: %.200s", rconn_addr(c[j])->host,
+                              rconn_addr(c[j])->port, r->str);
+                rconn_set_tag(c[j], clock_mono_us() + CMP_SCRIPT_RETRY_US);
+                script = 0;
+            }
+            freeReplyObject(r);
+            if (!complete || !script)
+                continue; /* drain the replies already asked for */
+            rconn_count(c[j], calls);
+            at += got;
+            if (got < want)
+                complete = 0;
+        }
+        if (!rc[j] && at < n) {
+            struct cmp_side *rest = out[j] + at;
+            cmp_fetch_many(&fb[j], 1, keys + at, lens + at, n - at, max_value_bytes, &rest, &rc[j]);
+        }
+        if (rc[j] < 0) {
+            log_debug("compare: fetch failed: %s", rconn_errstr(c[j]));
+            for (size_t i = 0; i < n; i++)
+                cmp_side_clear(&out[j][i]);
+            ret = -1;
+        }
+    }
+    return ret;
+}
+
 /*
  * On a connection failure every side becomes unknown, not just the chunk's,
  * so a caller never mixes a half-read batch with stale data.

@@ -82,6 +82,36 @@ int cmp_fetch(struct rconn *c, const char *const *keys, const size_t *lens, size
 int cmp_fetch_many(struct rconn *const *c, size_t nc, const char *const *keys, const size_t *lens,
                    size_t n, long long max_value_bytes, struct cmp_side *const *out, int *rc);
 
+/*
+ * A fetch split in two, to keep servers busy while the caller works:
+ * cmp_fetch_send writes the script calls for n keys (at most
+ * CMP_SEND_MAX) to each node and returns at once; cmp_fetch_recv later reads
+ * and parses the replies, with the result cmp_fetch_many would give. Other
+ * requests may be written to the same connections in between (the next
+ * batch's cmp_fetch_send) but no reply read: the replies come in order. Keys
+ * the script did not cover (a node refusing it, a reply cut at its byte
+ * bound, a node not using the script, a connection that failed while
+ * sending) are fetched by cmp_fetch_recv with cmp_fetch_many on fb[j], a
+ * second connection to node j, since c[j] may carry a later batch's calls by
+ * then. keys and lens must stay valid until cmp_fetch_recv returns.
+ */
+#define CMP_SEND_MAX 1024
+struct cmp_sent {
+    size_t nc, n;
+    /* Script calls in flight on node j. A caller that sees c[j] closed
+     * before cmp_fetch_recv (it failed reading another batch) sets it to 0:
+     * nothing is in flight on a closed connection, and the keys are then
+     * read on fb[j]. */
+    unsigned nchunks[CMP_MAX_NODES];
+};
+/* Returns 0, or -1 when n > CMP_SEND_MAX or nc > CMP_MAX_NODES (nothing sent). */
+int cmp_fetch_send(struct rconn *const *c, size_t nc, const char *const *keys, const size_t *lens,
+                   size_t n, long long max_value_bytes, struct cmp_sent *p);
+/* out[j] and rc[j] as for cmp_fetch_many; keys, lens and n as given to cmp_fetch_send. */
+int cmp_fetch_recv(struct rconn *const *c, struct rconn *const *fb, const char *const *keys,
+                   const size_t *lens, long long max_value_bytes, const struct cmp_sent *p,
+                   struct cmp_side *const *out, int *rc);
+
 struct cmp_opts {
     long long ttl_tolerance_ms; /* plus the replica's current lag */
     long long lag_ms;

@@ -160,6 +160,11 @@ struct detect {
 
     struct rconn *d_p; /* primary, engine thread */
     struct ahead d_pahead;
+    /* one pass: fetch-ahead connections ([0] primary, [1..] replicas) and
+     * the two batches (one filling or in flight, one in flight), see fetch_push */
+    struct rconn *d_fetch[CMP_MAX_NODES];
+    struct fslot *d_fslot;
+    int d_fcur;
     struct rstate *d_rs;
     struct bucket *d_buckets; /* [0] primary, [1..] replicas */
     int d_nb;
@@ -798,38 +803,17 @@ static void count_checked(struct detect *d, int rep, enum mode m)
 }
 
 /*
- * Checks a batch of keys against every replica (or only `only_rep` when >= 0):
- * one fetch from the primary and those replicas together, then a judgement
- * per key and replica. Returns -1 when the primary could not be read.
+ * Judges a fetched batch: sides[j] holds node j's state of b's keys (node 0
+ * the primary, node j >= 1 replica reps[j]), frc[j] whether it was read.
+ * Returns -1 when the primary could not be read. Frees the DUMP payloads.
  */
-static int check_batch(struct detect *d, const struct batch *b, enum mode m, int only_rep)
+static int judge_batch(struct detect *d, const struct batch *b, enum mode m, size_t nc,
+                       const int *reps, struct cmp_side *const *sides, const int *frc)
 {
-    struct rconn *conns[CMP_MAX_NODES];
-    struct cmp_side *sides[CMP_MAX_NODES];
-    int reps[CMP_MAX_NODES], frc[CMP_MAX_NODES];
-    size_t nc = 1;
+    struct cmp_side *ps = sides[0];
     long long poff = -1;
     int rc = 0;
 
-    /* The primary and the replicas are read together (cmp_fetch_many): the
-     * servers work in parallel while the agent waits once. */
-    conns[0] = d->d_p;
-    reps[0] = -1;
-    for (int rep = 0; rep < d->d_cfg->nreplicas; rep++) {
-        if (only_rep >= 0 && rep != only_rep)
-            continue;
-        conns[nc] = d->d_rs[rep].rs_conn;
-        reps[nc++] = rep;
-    }
-    struct cmp_side *all = calloc(nc * (size_t)b->n, sizeof(*all));
-    if (!all)
-        return -1;
-    for (size_t j = 0; j < nc; j++)
-        sides[j] = all + j * (size_t)b->n;
-    struct cmp_side *ps = sides[0];
-    budget_take(d, (double)b->n * CMDS_PER_KEY);
-    cmp_fetch_many(conns, nc, b->keys, b->lens, (size_t)b->n, d->d_cfg->max_value_bytes, sides,
-                   frc);
     if (frc[0] < 0) {
         rc = -1;
         pthread_mutex_lock(&d->d_pmu);
@@ -875,9 +859,9 @@ static int check_batch(struct detect *d, const struct batch *b, enum mode m, int
         }
     }
 out:
-    for (size_t j = 0; j < nc * (size_t)b->n; j++)
-        cmp_side_clear(&all[j]);
-    free(all);
+    for (size_t j = 0; j < nc; j++)
+        for (int i = 0; i < b->n; i++)
+            cmp_side_clear(&sides[j][i]);
     pthread_mutex_lock(&d->d_pmu);
     d->d_prog.keys_checked += (uint64_t)b->n;
     pthread_mutex_unlock(&d->d_pmu);
@@ -887,6 +871,178 @@ out:
         pthread_mutex_unlock(&d->d_jmu);
     }
     return rc;
+}
+
+/*
+ * Checks a batch of keys against every replica (or only `only_rep` when >= 0):
+ * one fetch from the primary and those replicas together, then a judgement
+ * per key and replica. Returns -1 when the primary could not be read.
+ */
+static int check_batch(struct detect *d, const struct batch *b, enum mode m, int only_rep)
+{
+    struct rconn *conns[CMP_MAX_NODES];
+    struct cmp_side *sides[CMP_MAX_NODES];
+    int reps[CMP_MAX_NODES], frc[CMP_MAX_NODES];
+    size_t nc = 1;
+    int rc;
+
+    /* The primary and the replicas are read together (cmp_fetch_many): the
+     * servers work in parallel while the agent waits once. */
+    conns[0] = d->d_p;
+    reps[0] = -1;
+    for (int rep = 0; rep < d->d_cfg->nreplicas; rep++) {
+        if (only_rep >= 0 && rep != only_rep)
+            continue;
+        conns[nc] = d->d_rs[rep].rs_conn;
+        reps[nc++] = rep;
+    }
+    struct cmp_side *all = calloc(nc * (size_t)b->n, sizeof(*all));
+    if (!all)
+        return -1;
+    for (size_t j = 0; j < nc; j++)
+        sides[j] = all + j * (size_t)b->n;
+    budget_take(d, (double)b->n * CMDS_PER_KEY);
+    cmp_fetch_many(conns, nc, b->keys, b->lens, (size_t)b->n, d->d_cfg->max_value_bytes, sides,
+                   frc);
+    rc = judge_batch(d, b, m, nc, reps, sides, frc);
+    free(all);
+    return rc;
+}
+
+/*
+ * Fetch-ahead, in one-pass mode, for the primary's scan: the keys go into
+ * full batches (across SCAN pages: they are copied), and each batch's fetch
+ * is sent on connections of its own (d_fetch: primary, then every replica)
+ * before the previous batch is read and judged, so that the servers work on
+ * batch N+1 while the agent parses and judges batch N and runs the replica
+ * scan step. The deep comparisons, the fallbacks of the fetch (cmp_fetch_recv)
+ * and the replica scan use the nodes' usual connections, which carry nothing
+ * in flight. Running, the budget paces the agent and this would only cost
+ * connections.
+ */
+_Static_assert(BATCH_MAX <= CMP_SEND_MAX, "a batch is sent ahead whole");
+
+struct fslot {
+    struct batch f_b;
+    size_t f_off[BATCH_MAX]; /* key offsets in f_buf while filling */
+    char *f_buf;
+    size_t f_used, f_cap;
+    struct cmp_sent f_sent;
+    int f_inflight;
+};
+
+static int fetch_nodes(struct detect *d, struct rconn **conns, struct rconn **fb, int *reps)
+{
+    int nc = 0;
+    conns[nc] = d->d_fetch[0];
+    fb[nc] = d->d_p;
+    reps[nc++] = -1;
+    for (int rep = 0; rep < d->d_cfg->nreplicas; rep++) {
+        conns[nc] = d->d_fetch[1 + rep];
+        fb[nc] = d->d_rs[rep].rs_conn;
+        reps[nc++] = rep;
+    }
+    return nc;
+}
+
+/* Reads and judges slot s's batch, if one is in flight. */
+static void fetch_finish(struct detect *d, struct fslot *s)
+{
+    struct rconn *conns[CMP_MAX_NODES], *fb[CMP_MAX_NODES];
+    struct cmp_side *sides[CMP_MAX_NODES];
+    int reps[CMP_MAX_NODES], frc[CMP_MAX_NODES];
+
+    if (!s->f_inflight)
+        return;
+    s->f_inflight = 0;
+    size_t nc = (size_t)fetch_nodes(d, conns, fb, reps);
+    struct cmp_side *all = calloc(nc * (size_t)s->f_b.n, sizeof(*all));
+    if (all) {
+        for (size_t j = 0; j < nc; j++)
+            sides[j] = all + j * (size_t)s->f_b.n;
+        cmp_fetch_recv(conns, fb, s->f_b.keys, s->f_b.lens, d->d_cfg->max_value_bytes, &s->f_sent,
+                       sides, frc);
+        judge_batch(d, &s->f_b, M_SCAN, nc, reps, sides, frc);
+        free(all);
+    } else {
+        /* No memory to read it into: drop the connections' replies. */
+        for (size_t j = 0; j < nc; j++)
+            rconn_close(conns[j]);
+    }
+    d->d_cycle_keys += (uint64_t)s->f_b.n;
+    s->f_b.n = 0;
+    s->f_used = 0;
+}
+
+/* Sends the filling slot's batch, then judges the one in flight before it. */
+static void fetch_push(struct detect *d)
+{
+    struct rconn *conns[CMP_MAX_NODES], *fb[CMP_MAX_NODES];
+    int reps[CMP_MAX_NODES];
+    struct fslot *s = &d->d_fslot[d->d_fcur], *prev = &d->d_fslot[!d->d_fcur];
+    int nc = fetch_nodes(d, conns, fb, reps);
+
+    if (!s->f_b.n)
+        return;
+    for (int i = 0; i < s->f_b.n; i++)
+        s->f_b.keys[i] = s->f_buf + s->f_off[i];
+    budget_take(d, (double)s->f_b.n * CMDS_PER_KEY);
+    cmp_fetch_send(conns, (size_t)nc, s->f_b.keys, s->f_b.lens, (size_t)s->f_b.n,
+                   d->d_cfg->max_value_bytes, &s->f_sent);
+    s->f_inflight = 1;
+    fetch_finish(d, prev);
+    /* A connection that failed while prev was read lost s's calls too. */
+    for (int j = 0; j < nc; j++)
+        if (!rconn_connected(conns[j]))
+            s->f_sent.nchunks[j] = 0;
+    d->d_fcur = !d->d_fcur;
+}
+
+/* Judges every batch still in flight or filling (end of the cycle, errors). */
+static void fetch_drain(struct detect *d)
+{
+    if (!d->d_fetch[0])
+        return;
+    fetch_push(d);
+    fetch_finish(d, &d->d_fslot[!d->d_fcur]);
+    fetch_finish(d, &d->d_fslot[d->d_fcur]);
+}
+
+static void fetch_free(struct detect *d)
+{
+    for (size_t j = 0; j < CMP_MAX_NODES; j++)
+        rconn_free(d->d_fetch[j]);
+    if (d->d_fslot)
+        for (int i = 0; i < 2; i++)
+            free(d->d_fslot[i].f_buf);
+    free(d->d_fslot);
+}
+
+/* Adds a key to the filling batch; sends it when full. -1 out of memory. */
+static int fetch_add(struct detect *d, const char *k, size_t len)
+{
+    struct fslot *s = &d->d_fslot[d->d_fcur];
+
+    if (s->f_used + len > s->f_cap) {
+        size_t cap = s->f_cap ? s->f_cap : 16384;
+        while (cap < s->f_used + len)
+            cap *= 2;
+        char *nb = realloc(s->f_buf, cap);
+        if (!nb)
+            return -1;
+        s->f_buf = nb;
+        s->f_cap = cap;
+    }
+    memcpy(s->f_buf + s->f_used, k, len);
+    s->f_off[s->f_b.n] = s->f_used;
+    s->f_used += len;
+    s->f_b.lens[s->f_b.n] = len;
+    s->f_b.seen[s->f_b.n] = 0;
+    s->f_b.slots[s->f_b.n] = -1;
+    s->f_b.n++;
+    if (s->f_b.n == BATCH_MAX)
+        fetch_push(d);
+    return 0;
 }
 
 /* Has replica rep caught up with the primary as of the suspect's first look? */
@@ -1224,6 +1380,8 @@ static int scan_step(struct detect *d, struct rconn *c, struct ahead *ah,
         redisReply *k = keys->element[i];
         if (k->type != REDIS_REPLY_STRING || excluded(d, k->str, k->len) || (lacks && !lacks[i]))
             continue;
+        if (rep < 0 && d->d_fetch[0] && fetch_add(d, k->str, k->len) == 0)
+            continue; /* fetched ahead, judged by fetch_push / fetch_drain */
         batch_add(&b, k->str, k->len, 0, -1);
         if (b.n == d->d_batch || b.n == BATCH_MAX || i + 1 == keys->elements) {
             uint64_t t0 = clock_mono_us();
@@ -1245,6 +1403,8 @@ static int scan_step(struct detect *d, struct rconn *c, struct ahead *ah,
             check_batch(d, &b, M_REPLICA_SCAN, rep);
         }
     }
+    if (ended && rep < 0)
+        fetch_drain(d); /* the cycle's keys are all judged when it ends */
     free(lacks);
     freeReplyObject(r);
     return ended;
@@ -2225,6 +2385,7 @@ static void *engine_main(void *arg)
                     cycle_start(d);
                 errors_in_row = 0;
             } else if (rc < 0) {
+                fetch_drain(d);
                 if (d->d_o.one_pass && ++errors_in_row >= 3) {
                     pthread_mutex_lock(&d->d_pmu);
                     d->d_prog.errors++;
@@ -2310,6 +2471,12 @@ struct detect *detect_start(const struct detect_opts *o)
     if (!d->d_map || !d->d_rs || !d->d_buckets || !d->d_wq || !d->d_p ||
         (o->one_pass && !d->d_pahead.a_conn))
         goto fail;
+    if (o->one_pass) {
+        d->d_fetch[0] = node_conn(cfg, &cfg->primary, o->primary, o->db, 0);
+        d->d_fslot = calloc(2, sizeof(*d->d_fslot));
+        if (!d->d_fetch[0] || !d->d_fslot)
+            goto fail;
+    }
     for (int i = 0; i < nrep; i++) {
         d->d_rs[i].rs_conn = node_conn(cfg, &cfg->replicas[i].addr, &o->replicas[i], o->db, 1);
         if (o->one_pass)
@@ -2317,6 +2484,11 @@ struct detect *detect_start(const struct detect_opts *o)
                 node_conn(cfg, &cfg->replicas[i].addr, &o->replicas[i], o->db, 1);
         if (!d->d_rs[i].rs_conn || (o->one_pass && !d->d_rs[i].rs_ahead.a_conn))
             goto fail;
+        if (o->one_pass) {
+            d->d_fetch[1 + i] = node_conn(cfg, &cfg->replicas[i].addr, &o->replicas[i], o->db, 1);
+            if (!d->d_fetch[1 + i])
+                goto fail;
+        }
         if (cfg->modes & MODE_RANDOM) {
             d->d_rs[i].rs_win = calloc((size_t)cfg->random_sample_window, 1);
             if (!d->d_rs[i].rs_win)
@@ -2366,6 +2538,7 @@ fail:
         }
     rconn_free(d->d_p);
     rconn_free(d->d_pahead.a_conn);
+    fetch_free(d);
     free(d->d_wq);
     free(d->d_buckets);
     free(d->d_rs);
@@ -2434,6 +2607,7 @@ void detect_stop(struct detect *d)
     }
     rconn_free(d->d_p);
     rconn_free(d->d_pahead.a_conn);
+    fetch_free(d);
     for (int i = 0; i < JOBS_MAX; i++)
         job_free(d->d_jobs[i]);
     pthread_mutex_destroy(&d->d_wmu);

@@ -109,6 +109,7 @@ struct div {
 
 struct bucket { /* token bucket over every agent command on one node */
     struct rnode *b_node;
+    int b_refs; /* engines sharing it (several dbs on one node) */
     double b_tokens;
     uint64_t b_last_us;
     unsigned long long b_last_cmds;
@@ -166,7 +167,7 @@ struct detect {
     struct fslot *d_fslot;
     int d_fcur;
     struct rstate *d_rs;
-    struct bucket *d_buckets; /* [0] primary, [1..] replicas */
+    struct bucket **d_buckets; /* [0] primary, [1..] replicas; shared per node */
     int d_nb;
     int d_batch;
 
@@ -474,14 +475,58 @@ static void map_del(struct detect *d, struct div *v)
  * `need` more commands fit on every node. Every command the agent sends to
  * a node (lag polling included) is counted, through the node's counter.
  */
+/*
+ * The buckets, one per node for the whole process: engines of several
+ * databases (or shards sharing a node) draw on the same budget, so none can
+ * starve another by spending what the other's bucket counts against it.
+ */
+#define BUCKETS_MAX 256
+static struct bucket buckets[BUCKETS_MAX];
+static pthread_mutex_t buckets_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static struct bucket *bucket_get(struct rnode *n, double initial)
+{
+    struct bucket *free_slot = NULL;
+
+    pthread_mutex_lock(&buckets_mu);
+    for (int i = 0; i < BUCKETS_MAX; i++) {
+        if (buckets[i].b_refs && buckets[i].b_node == n) {
+            buckets[i].b_refs++;
+            pthread_mutex_unlock(&buckets_mu);
+            return &buckets[i];
+        }
+        if (!buckets[i].b_refs && !free_slot)
+            free_slot = &buckets[i];
+    }
+    if (free_slot) {
+        free_slot->b_node = n;
+        free_slot->b_refs = 1;
+        free_slot->b_tokens = initial;
+        free_slot->b_last_us = clock_mono_us();
+        free_slot->b_last_cmds = atomic_load(&n->rn_commands);
+    }
+    pthread_mutex_unlock(&buckets_mu);
+    return free_slot;
+}
+
+static void bucket_put(struct bucket *b)
+{
+    if (!b)
+        return;
+    pthread_mutex_lock(&buckets_mu);
+    b->b_refs--;
+    pthread_mutex_unlock(&buckets_mu);
+}
+
 static uint64_t budget_wait(struct detect *d, double need)
 {
     double rate = (double)d->d_cfg->max_commands_per_sec;
     double burst = rate * 0.2 > need ? rate * 0.2 : need;
     uint64_t now = clock_mono_us(), wait = 0;
 
+    pthread_mutex_lock(&buckets_mu);
     for (int i = 0; i < d->d_nb; i++) {
-        struct bucket *b = &d->d_buckets[i];
+        struct bucket *b = d->d_buckets[i];
         unsigned long long cmds = atomic_load(&b->b_node->rn_commands);
         b->b_tokens += rate * (double)(now - b->b_last_us) / 1e6;
         b->b_tokens -= (double)(cmds - b->b_last_cmds);
@@ -495,6 +540,7 @@ static uint64_t budget_wait(struct detect *d, double need)
                 wait = w;
         }
     }
+    pthread_mutex_unlock(&buckets_mu);
     return wait;
 }
 
@@ -2505,10 +2551,10 @@ struct detect *detect_start(const struct detect_opts *o)
                            (const char *const[]){cfg->replicas[i].name, strategy, outcomes[k]});
     }
     for (int i = 0; i < d->d_nb; i++) {
-        d->d_buckets[i].b_node = i == 0 ? o->primary : &o->replicas[i - 1];
-        d->d_buckets[i].b_last_us = clock_mono_us();
-        d->d_buckets[i].b_last_cmds = atomic_load(&d->d_buckets[i].b_node->rn_commands);
-        d->d_buckets[i].b_tokens = (double)cfg->max_commands_per_sec * 0.2;
+        d->d_buckets[i] = bucket_get(i == 0 ? o->primary : &o->replicas[i - 1],
+                                     (double)cfg->max_commands_per_sec * 0.2);
+        if (!d->d_buckets[i])
+            goto fail;
     }
     pthread_mutex_init(&d->d_wmu, NULL);
     pthread_mutex_init(&d->d_pmu, NULL);
@@ -2540,6 +2586,8 @@ fail:
     rconn_free(d->d_pahead.a_conn);
     fetch_free(d);
     free(d->d_wq);
+    for (int i = 0; d->d_buckets && i < d->d_nb; i++)
+        bucket_put(d->d_buckets[i]);
     free(d->d_buckets);
     free(d->d_rs);
     free(d->d_map);
@@ -2616,6 +2664,8 @@ void detect_stop(struct detect *d)
     pthread_mutex_destroy(&d->d_jmu);
     pthread_cond_destroy(&d->d_jcv);
     free(d->d_wq);
+    for (int i = 0; d->d_buckets && i < d->d_nb; i++)
+        bucket_put(d->d_buckets[i]);
     free(d->d_buckets);
     free(d->d_rs);
     free(d->d_map);

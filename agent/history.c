@@ -7,6 +7,7 @@
 #include "cmds.h"
 #include "config.h"
 #include "store.h"
+#include "textenc.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -250,7 +251,7 @@ int cmd_history(int argc, char **argv)
         } else if (!strcmp(a, "--key")) {
             size_t n = strlen(v);
             free(key);
-            if (!(key = malloc(n ? n : 1)) || store_key_unescape(v, key, n, &f.keylen) < 0) {
+            if (!(key = malloc(n ? n : 1)) || text_unescape(v, key, n, &f.keylen) < 0) {
                 fprintf(stderr,
                         "keydrift history: --key '%s' has a bad escape (use \\xNN or \\\\)\n", v);
                 goto out;

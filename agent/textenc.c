@@ -2,18 +2,71 @@
  * textenc -- how keys (arbitrary bytes) are shown: escaped text and base64.
  */
 #include "textenc.h"
-#include "log.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 char *text_escape(const void *buf, size_t len)
 {
-    size_t cap = len * 4 + 8; /* every byte as \xNN, plus room for log_escape's margin */
-    char *out = malloc(cap);
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *k = buf;
+    char *out = malloc(len * 4 + 1), *o = out;
+
     if (!out)
         return NULL;
-    return log_escape(out, cap, buf, len);
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = k[i];
+        if (c == '\\') {
+            *o++ = '\\';
+            *o++ = '\\';
+        } else if (c >= 0x20 && c < 0x7f) {
+            *o++ = (char)c;
+        } else {
+            *o++ = '\\';
+            *o++ = 'x';
+            *o++ = hex[c >> 4];
+            *o++ = hex[c & 15];
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+/* The value of hex digit c, or -1. */
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+int text_unescape(const char *text, void *out, size_t outsz, size_t *outlen)
+{
+    unsigned char *o = out;
+    size_t n = 0;
+
+    for (const char *p = text; *p; p++) {
+        int c = (unsigned char)*p;
+        if (c == '\\') {
+            if (p[1] == '\\') {
+                p++;
+            } else if (p[1] == 'x' && hexval(p[2]) >= 0 && hexval(p[3]) >= 0) {
+                c = hexval(p[2]) * 16 + hexval(p[3]);
+                p += 3;
+            } else {
+                return -1;
+            }
+        }
+        if (n == outsz)
+            return -1;
+        o[n++] = (unsigned char)c;
+    }
+    *outlen = n;
+    return 0;
 }
 
 static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

@@ -7,10 +7,17 @@
 #include <stddef.h>
 
 /*
- * The key as printable text: bytes 0x20..0x7e as they are (with '\\' and
- * '"' backslash-escaped), everything else as \xNN. Returns a malloc'd string.
+ * A key as text for people, the one form keydrift shows keys in (check,
+ * history, the API, the status page): printable ASCII as it is, a backslash
+ * as "\\", any other byte as \xNN, so the text maps back to exactly one
+ * key. Returns a malloc'd string (the caller frees it), NULL when out of memory.
  */
 char *text_escape(const void *buf, size_t len);
+/*
+ * Reverses text_escape into out (at most outsz bytes; *outlen gets the
+ * length): 0, or -1 when the text is not in that form or too long.
+ */
+int text_unescape(const char *text, void *out, size_t outsz, size_t *outlen);
 /* Standard base64 with padding; a malloc'd string. */
 char *text_base64(const void *buf, size_t len);
 /* Decodes standard base64 into a malloc'd buffer (*outlen bytes); NULL if malformed. */

@@ -377,7 +377,7 @@ int api_parse_divergence_query(const char *query, int64_t now_ms, struct api_div
         return -1;
     }
     if (rk == 1) {
-        if (strlen(buf) != len || store_key_unescape(buf, q->key, sizeof(q->key), &q->keylen) < 0) {
+        if (strlen(buf) != len || text_unescape(buf, q->key, sizeof(q->key), &q->keylen) < 0) {
             snprintf(err, errlen,
                      "parameter 'key': not a key in escaped form (\\\\ for a backslash, \\xNN "
                      "for other bytes) or too long");

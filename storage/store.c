@@ -20,6 +20,7 @@
  * items, so memory stays bounded by STORE_QUEUE_MAX + STORE_BATCH_MAX items.
  */
 #include "store.h"
+#include "textenc.h"
 
 #include "clock.h"
 #include "log.h"
@@ -1452,97 +1453,6 @@ void store_debug_pause(struct store *s, int paused)
 
 /* ----------------------------------------------------------------- queries */
 
-/*
- * Renders a key for people: printable ASCII as it is, a backslash as "\\",
- * any other byte as \xNN, so the text maps back to exactly one key. Returns
- * a malloc'd string (the caller frees it), NULL when out of memory.
- */
-char *store_key_escape(const void *key, size_t len)
-{
-    static const char hex[] = "0123456789abcdef";
-    const unsigned char *k = key;
-    char *out = malloc(len * 4 + 1), *o = out;
-
-    if (!out)
-        return NULL;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = k[i];
-        if (c == '\\') {
-            *o++ = '\\';
-            *o++ = '\\';
-        } else if (c >= 0x20 && c < 0x7f) {
-            *o++ = (char)c;
-        } else {
-            *o++ = '\\';
-            *o++ = 'x';
-            *o++ = hex[c >> 4];
-            *o++ = hex[c & 15];
-        }
-    }
-    *o = '\0';
-    return out;
-}
-
-/* The value of hex digit c, or -1. */
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-int store_key_unescape(const char *text, void *out, size_t outsz, size_t *outlen)
-{
-    unsigned char *o = out;
-    size_t n = 0;
-
-    for (const char *p = text; *p; p++) {
-        int c = (unsigned char)*p;
-        if (c == '\\') {
-            if (p[1] == '\\') {
-                p++;
-            } else if (p[1] == 'x' && hexval(p[2]) >= 0 && hexval(p[3]) >= 0) {
-                c = hexval(p[2]) * 16 + hexval(p[3]);
-                p += 3;
-            } else {
-                return -1;
-            }
-        }
-        if (n == outsz)
-            return -1;
-        o[n++] = (unsigned char)c;
-    }
-    *outlen = n;
-    return 0;
-}
-
-/* Standard base64 (RFC 4648, padded) of len bytes; malloc'd, caller frees. */
-static char *base64(const unsigned char *p, size_t len)
-{
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    char *out = malloc((len + 2) / 3 * 4 + 1), *o = out;
-
-    if (!out)
-        return NULL;
-    for (size_t i = 0; i < len; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16;
-        if (i + 1 < len)
-            v |= (uint32_t)p[i + 1] << 8;
-        if (i + 2 < len)
-            v |= p[i + 2];
-        *o++ = tab[(v >> 18) & 63];
-        *o++ = tab[(v >> 12) & 63];
-        *o++ = i + 1 < len ? tab[(v >> 6) & 63] : '=';
-        *o++ = i + 2 < len ? tab[v & 63] : '=';
-    }
-    *o = '\0';
-    return out;
-}
-
 /* Column i as a JSON integer, or null when NULL. */
 static json_t *col_int(sqlite3_stmt *st, int i)
 {
@@ -1563,7 +1473,7 @@ static json_t *col_text(sqlite3_stmt *st, int i)
     t = (const char *)sqlite3_column_text(st, i);
     if ((j = json_string(t ? t : "")))
         return j;
-    if (!(esc = store_key_escape(t, (size_t)sqlite3_column_bytes(st, i))))
+    if (!(esc = text_escape(t, (size_t)sqlite3_column_bytes(st, i))))
         return NULL;
     j = json_string(esc);
     free(esc);
@@ -1585,8 +1495,8 @@ static int col_key(json_t *o, sqlite3_stmt *st, int i)
 {
     const void *k = sqlite3_column_blob(st, i);
     size_t n = (size_t)sqlite3_column_bytes(st, i);
-    char *esc = store_key_escape(k ? k : "", n);
-    char *b64 = base64(k ? k : (const void *)"", n);
+    char *esc = text_escape(k ? k : "", n);
+    char *b64 = text_base64(k ? k : (const void *)"", n);
     int rc = -1;
 
     if (esc && b64) {

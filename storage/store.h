@@ -129,15 +129,6 @@ json_t *store_query_repairs(struct store *s, int64_t divergence_id, int limit, c
  */
 struct store *store_open_readonly(const char *path, char *err, size_t errlen);
 
-/*
- * Keys as text: printable ASCII as it is, a backslash as "\\", every other
- * byte as \xNN, so the text maps back to exactly one key. store_key_escape
- * returns a malloc'd string (caller frees), NULL when out of memory.
- * store_key_unescape reverses it into out (at most outsz bytes): 0, or -1
- * for a bad escape or a key too long.
- */
-char *store_key_escape(const void *key, size_t len);
-int store_key_unescape(const char *text, void *out, size_t outsz, size_t *outlen);
 
 /*
  * Runs retention now, synchronously on the write connection, as if the time

@@ -39,7 +39,11 @@ TEST(glob_matches_like_redis)
 TEST(text_escape_and_base64)
 {
     char *e = text_escape("a\0\n\"\\\xff", 6);
-    CHECK_STR(e, "a\\x00\\x0a\\\"\\\\\\xff");
+    CHECK_STR(e, "a\\x00\\x0a\"\\\\\\xff");
+    char back[16];
+    size_t bl;
+    CHECK(text_unescape(e, back, sizeof(back), &bl) == 0 && bl == 6 &&
+          memcmp(back, "a\0\n\"\\\xff", 6) == 0);
     free(e);
     const char *cases[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
     const char *want[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};

@@ -10,6 +10,7 @@
 #include "clock.h"
 #include "schema.h"
 #include "store.h"
+#include "textenc.h"
 #include "unit.h"
 
 #include <errno.h>
@@ -868,20 +869,19 @@ TEST(store_key_escape_round_trip)
     size_t n;
     for (int i = 0; i < 256; i++)
         all[i] = (unsigned char)i;
-    char *e = store_key_escape(all, sizeof(all));
+    char *e = text_escape(all, sizeof(all));
     CHECK(e != NULL);
-    CHECK(store_key_unescape(e, back, sizeof(back), &n) == 0);
+    CHECK(text_unescape(e, back, sizeof(back), &n) == 0);
     CHECK(n == 256 && memcmp(all, back, 256) == 0);
     free(e);
-    e = store_key_escape("a\\b\x01", 4);
+    e = text_escape("a\\b\x01", 4);
     CHECK_STR(e, "a\\\\b\\x01");
     free(e);
-    CHECK(store_key_unescape("bad\\q", back, sizeof(back), &n) == -1);
-    CHECK(store_key_unescape("bad\\x4", back, sizeof(back), &n) == -1);
-    CHECK(store_key_unescape("toolong", back, 3, &n) == -1);
-    CHECK(store_key_unescape("\\x41\\X", back, sizeof(back), &n) == -1);
-    CHECK(store_key_unescape("\\x41B", back, sizeof(back), &n) == 0 && n == 2 &&
-          !memcmp(back, "AB", 2));
+    CHECK(text_unescape("bad\\q", back, sizeof(back), &n) == -1);
+    CHECK(text_unescape("bad\\x4", back, sizeof(back), &n) == -1);
+    CHECK(text_unescape("toolong", back, 3, &n) == -1);
+    CHECK(text_unescape("\\x41\\X", back, sizeof(back), &n) == -1);
+    CHECK(text_unescape("\\x41B", back, sizeof(back), &n) == 0 && n == 2 && !memcmp(back, "AB", 2));
 }
 
 /*

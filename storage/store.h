@@ -129,7 +129,6 @@ json_t *store_query_repairs(struct store *s, int64_t divergence_id, int limit, c
  */
 struct store *store_open_readonly(const char *path, char *err, size_t errlen);
 
-
 /*
  * Runs retention now, synchronously on the write connection, as if the time
  * were now_ms, until nothing older than the retention is left. Reports the

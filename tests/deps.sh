@@ -1,12 +1,23 @@
 #!/bin/sh
-# Installs the Debian packages keydrift needs to build and test, if missing.
-# Idempotent and quiet when everything is there.
+# Installs the Debian packages keydrift needs, if missing. Idempotent and
+# quiet when everything is there.
+#   tests/deps.sh        everything: the build, the tests and the benchmarks
+#   tests/deps.sh demo   only what `keydrift demo` needs: the build and redis-server
 set -e
-PKGS="gcc make pkg-config clang libclang-rt-14-dev clang-format
-libhiredis-dev libcurl4-openssl-dev libsqlite3-dev libmicrohttpd-dev libjansson-dev libxxhash-dev
-sqlite3 redis-server redis-tools python3-pytest python3-redis python3-yaml
+BUILD="gcc make pkg-config libhiredis-dev libcurl4-openssl-dev libsqlite3-dev
+libmicrohttpd-dev libjansson-dev libxxhash-dev"
+RUN="redis-server redis-tools"
+TEST="clang libclang-rt-14-dev clang-format sqlite3 python3-pytest python3-redis python3-yaml
 prometheus prometheus-pushgateway prometheus-redis-exporter stunnel4 chromium curl wrk
 openssl man-db"
+case "${1:-all}" in
+demo) PKGS="$BUILD $RUN" ;;
+all) PKGS="$BUILD $RUN $TEST" ;;
+*)
+    echo "usage: tests/deps.sh [demo]" >&2
+    exit 2
+    ;;
+esac
 
 missing=""
 for p in $PKGS; do

@@ -44,7 +44,8 @@ struct rep {
     uint64_t r_shown_seq;
     int r_reachable;
     char r_error[96];
-    int r_link_up; /* native: master_link_status */
+    int r_link_up;   /* native: master_link_status */
+    int r_info_seen; /* native: INFO answered at least once (link state known) */
     long long r_offset;
     long long r_last_io;
     int r_sync_in_progress;
@@ -154,6 +155,7 @@ static void poll_info(struct rep *r, struct rconn *c)
 
     pthread_mutex_lock(&l->l_mu);
     r->r_link_up = ir.master_link_up == 1;
+    r->r_info_seen = 1;
     r->r_offset = ir.slave_repl_offset;
     r->r_last_io = ir.master_last_io_seconds_ago;
     r->r_sync_in_progress = ir.master_sync_in_progress == 1;
@@ -260,7 +262,8 @@ static enum replica_status evaluate(struct lag *l, struct rep *r, uint64_t now, 
         snprintf(why, wl, "%s", r->r_error[0] ? r->r_error : "unreachable");
         return STATUS_DOWN;
     }
-    if (r->r_cfg.kind == REPLICA_NATIVE && !r->r_link_up) {
+    /* Until INFO answered, the link's state is unknown, not down. */
+    if (r->r_cfg.kind == REPLICA_NATIVE && r->r_info_seen && !r->r_link_up) {
         snprintf(why, wl, "%s", r->r_error[0] ? r->r_error : "master link down");
         return STATUS_DOWN;
     }

@@ -161,8 +161,10 @@ def test_sentinel_failover(h):
         survivor = r1 if new_addr == r2.addr else r2
         new_primary = r2 if survivor is r1 else r1
         sname = node_name(survivor.addr)
+        # Sentinel lists the survivor under the new master only once it has read
+        # the new master's INFO (every 10 s outside a failover), so allow for it.
         wait_for(lambda: [r["name"] for r in agent.status()["replicas"]] == [sname],
-                 timeout=10, what="the surviving replica to be the only one watched")
+                 timeout=30, what="the surviving replica to be the only one watched")
         wait_for(lambda: survivor.info("replication").get("master_port") == new_primary.port
                  and survivor.info("replication").get("master_link_status") == "up",
                  timeout=20, what="sentinel to repoint the surviving replica")

@@ -2494,6 +2494,20 @@ static struct rconn *node_conn(const struct config *cfg, const struct cfg_addr *
     return rconn_new(a, &o, n);
 }
 
+/* Frees the engine's connections, random windows and fetch state (start-up failure and stop). */
+static void release_conns(struct detect *d, int nrep)
+{
+    if (d->d_rs)
+        for (int i = 0; i < nrep; i++) {
+            rconn_free(d->d_rs[i].rs_conn);
+            rconn_free(d->d_rs[i].rs_ahead.a_conn);
+            free(d->d_rs[i].rs_win);
+        }
+    rconn_free(d->d_p);
+    rconn_free(d->d_pahead.a_conn);
+    fetch_free(d);
+}
+
 struct detect *detect_start(const struct detect_opts *o)
 {
     struct detect *d = calloc(1, sizeof(*d));
@@ -2576,15 +2590,7 @@ struct detect *detect_start(const struct detect_opts *o)
     return d;
 fail:
     log_errorx("detect: cannot start the detection engine (out of memory)");
-    if (d->d_rs)
-        for (int i = 0; i < nrep; i++) {
-            rconn_free(d->d_rs[i].rs_conn);
-            rconn_free(d->d_rs[i].rs_ahead.a_conn);
-            free(d->d_rs[i].rs_win);
-        }
-    rconn_free(d->d_p);
-    rconn_free(d->d_pahead.a_conn);
-    fetch_free(d);
+    release_conns(d, nrep);
     free(d->d_wq);
     for (int i = 0; d->d_buckets && i < d->d_nb; i++)
         bucket_put(d->d_buckets[i]);
@@ -2648,14 +2654,7 @@ void detect_stop(struct detect *d)
     }
     for (size_t i = 0; i < d->d_wq_len; i++)
         free(d->d_wq[(d->d_wq_head + i) % WATCH_MAX].key);
-    for (int i = 0; i < d->d_cfg->nreplicas; i++) {
-        rconn_free(d->d_rs[i].rs_conn);
-        rconn_free(d->d_rs[i].rs_ahead.a_conn);
-        free(d->d_rs[i].rs_win);
-    }
-    rconn_free(d->d_p);
-    rconn_free(d->d_pahead.a_conn);
-    fetch_free(d);
+    release_conns(d, d->d_cfg->nreplicas);
     for (int i = 0; i < JOBS_MAX; i++)
         job_free(d->d_jobs[i]);
     pthread_mutex_destroy(&d->d_wmu);

@@ -95,7 +95,7 @@ static const struct cfg_option cfg_options[] = {
     {"sync-metrics-listen", T_STR, FIELD(sync_metrics_listen), 0, 0, "", NULL, NULL, NULL, 0},
     /* lag */
     {"agent-id", T_STR, FIELD(agent_id), 0, 0, "", NULL, NULL, NULL, 0},
-    {"heartbeat-interval", T_DURATION, FIELD(heartbeat_interval), 10, 60000, "100ms", NULL, NULL, NULL, 0},
+    {"heartbeat-interval", T_DURATION, FIELD(heartbeat_interval), 10, 60000, "20ms", NULL, NULL, NULL, 0},
     {"lag-poll-interval", T_DURATION, FIELD(lag_poll_interval), 5, 60000, "20ms", NULL, NULL, NULL, 0},
     {"lag-warn", T_DURATION, FIELD(lag_warn), 1, MS_DAY, "1s", NULL, NULL, NULL, 0},
     {"status-window", T_INT, FIELD(status_window), 2, 10000, "10", NULL, NULL, NULL, 0},

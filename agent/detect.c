@@ -91,9 +91,11 @@ struct div {
     int d_pexists;
     uint64_t d_pdigest, d_rdigest;
     long long d_pttl, d_rttl;
+    int64_t d_pexp, d_rexp;    /* expiry at the first look (mono ms), -1 none */
     long long d_marker_offset; /* native: primary offset at the first look */
     uint64_t d_first_shown;    /* pubsub: heartbeat the cache showed then */
-    uint64_t d_marker_seq;     /* pubsub: heartbeat the cache must show */
+    uint64_t d_marker_seq;     /* pubsub, json format: heartbeat the cache must show */
+    uint64_t d_marker;         /* pubsub, key format: marker the cache must show */
     long long d_primary_offset;
     enum mode d_found;
     long d_random_slot; /* random: the sample's slot in the ratio window, -1 */
@@ -789,8 +791,10 @@ static enum cmp_kind judge_one(struct detect *d, int rep, const char *key, size_
 
 /*
  * What the replica must show before the suspect is re-checked: native, the
- * primary's offset after our read; pubsub, a heartbeat written after it (two
- * ahead, so an update published just after our look has passed too).
+ * primary's offset after our read; a json-format cache, a heartbeat written
+ * after it (two ahead, so an update published just after our look has passed
+ * too); a key-format cache, a marker written after it (see lag.h: there a
+ * heartbeat shown proves nothing about the updates queued before it).
  */
 static void set_marker(struct detect *d, struct div *v, long long *poff)
 {
@@ -804,8 +808,29 @@ static void set_marker(struct detect *d, struct div *v, long long *poff)
         lag_get(d->d_o.lag, v->d_rep, &lv);
         v->d_first_shown = lv.shown_seq;
         v->d_marker_seq = lag_written_seq(d->d_o.lag) + 2;
+        v->d_marker = lag_marker_ask(d->d_o.lag);
         v->d_primary_offset = lag_primary_offset(d->d_o.lag);
     }
+}
+
+/* A key's expiry as mono ms, from a PTTL read at now (µs); -1 for none. */
+static int64_t expiry_at(uint64_t now, long long pttl)
+{
+    return pttl >= 0 ? (int64_t)(now / 1000) + pttl : -1;
+}
+
+/*
+ * Did an expiry move between two looks? By more than the time between a
+ * read and its timestamp explains: half the TTL tolerance, 10 to 50 ms.
+ */
+static int expiry_moved(const struct detect *d, int64_t a, int64_t b)
+{
+    long long slack = d->d_cfg->ttl_tolerance / 2;
+
+    slack = slack < 10 ? 10 : slack > 50 ? 50 : slack;
+    if ((a < 0) != (b < 0))
+        return 1;
+    return a >= 0 && (a > b ? a - b : b - a) > slack;
 }
 
 /* Starts tracking a first-look mismatch as a suspect. */
@@ -831,6 +856,8 @@ static void new_suspect(struct detect *d, int rep, const char *key, size_t len, 
     v->d_rdigest = rd;
     v->d_pttl = ps->pttl;
     v->d_rttl = rsd->pttl;
+    v->d_pexp = expiry_at(now, ps->pttl);
+    v->d_rexp = expiry_at(now, rsd->pttl);
     v->d_found = m;
     v->d_random_slot = slot;
     set_marker(d, v, poff);
@@ -1098,19 +1125,24 @@ static int caught_up(struct detect *d, const struct div *v)
     lag_get(d->d_o.lag, v->d_rep, &lv);
     if (d->d_cfg->replicas[v->d_rep].kind == REPLICA_NATIVE)
         return v->d_marker_offset >= 0 && lv.offset >= v->d_marker_offset;
+    if (v->d_marker)
+        return lv.shown_marker >= v->d_marker;
     return lv.shown_seq >= v->d_marker_seq;
 }
 
 /*
- * Re-checks one suspect. Confirmed only if it still differs and the primary
- * still holds what it held at the first look; if the primary changed, the
- * suspect is dropped and the key re-sampled (queued as if just written).
+ * Re-checks one suspect. Confirmed only if it still differs and both copies
+ * still hold what they held at the first look (value digests, and for a TTL
+ * verdict both expiries): a copy that changed in between was in flight, and
+ * the suspect is re-sampled instead, this look becoming the new first look.
+ * A key that changes at every look is given up after a few tries (the next
+ * cycle sees it again).
  */
 static void recheck(struct detect *d, struct div *v)
 {
     struct cmp_side ps, rsd;
     const char *key = v->d_key;
-    uint64_t pd, rd;
+    uint64_t pd, rd, now;
     enum cmp_kind k;
 
     memset(&ps, 0, sizeof(ps));
@@ -1127,11 +1159,14 @@ static void recheck(struct detect *d, struct div *v)
         cmp_side_clear(&rsd);
         return;
     }
+    now = clock_mono_us();
     k = judge_one(d, v->d_rep, v->d_key, v->d_keylen, &ps, &rsd, &pd, &rd);
+    int pexists = ps.exists;
+    long long pttl = ps.pttl, rttl = rsd.pttl;
     cmp_side_clear(&ps);
     cmp_side_clear(&rsd);
     if (k == CMP_ERROR) {
-        v->d_next_check_mono = clock_mono_us() + 200000;
+        v->d_next_check_mono = now + 200000;
         return;
     }
     count_checked(d, v->d_rep, M_RECHECK);
@@ -1141,24 +1176,25 @@ static void recheck(struct detect *d, struct div *v)
         clear_suspect(d, v);
         return;
     }
-    if (ps.exists != v->d_pexists || pd != v->d_pdigest) {
-        /*
-         * The primary changed since the first look: not evidence. Re-sample:
-         * this look becomes the new first look. A key that changes at every
-         * look is given up after a few tries (the next cycle sees it again).
-         */
+    int64_t pexp = expiry_at(now, pttl), rexp = expiry_at(now, rttl);
+    int changed =
+        pexists != v->d_pexists || pd != v->d_pdigest || rd != v->d_rdigest || k != v->d_kind;
+    if (!changed && k == CMP_TTL)
+        changed = expiry_moved(d, v->d_pexp, pexp) || expiry_moved(d, v->d_rexp, rexp);
+    v->d_kind = k;
+    v->d_rdigest = rd;
+    v->d_pttl = pttl;
+    v->d_rttl = rttl;
+    if (changed) {
+        long long poff = -1;
         if (++v->d_resamples > MAX_RESAMPLES) {
             clear_suspect(d, v);
             return;
         }
-        uint64_t now = clock_mono_us();
-        long long poff = -1;
-        v->d_kind = k;
-        v->d_pexists = ps.exists;
+        v->d_pexists = pexists;
         v->d_pdigest = pd;
-        v->d_rdigest = rd;
-        v->d_pttl = ps.pttl;
-        v->d_rttl = rsd.pttl;
+        v->d_pexp = pexp;
+        v->d_rexp = rexp;
         v->d_first_mono = now;
         v->d_deadline_mono = now + (uint64_t)d->d_cfg->confirm_timeout * 1000u;
         set_marker(d, v, &poff);

@@ -19,8 +19,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#define HB_RING          8192 /* heartbeats remembered: 13 min at 100 ms */
+#define HB_RING          16384 /* heartbeats remembered: 5.5 min at 20 ms */
 #define HB_PREFIX        "keydrift:hb:"
+#define MARKER_RING      256     /* markers remembered: 25 s at one per 100 ms */
+#define MARKER_EVERY_US  100000u /* a marker at least this often (key format) */
+#define MARKER_TTL_MS    10000
+#define MARKER_PEEK      16 /* markers a poll asks for at each end of the outstanding run */
 #define INFO_EVERY_US    250000u
 #define CLIENTS_EVERY_US 1000000u
 #define STATUS_EVERY_US  100000u
@@ -59,6 +63,10 @@ struct rep {
     enum replica_status r_status;
     char r_reason[96];
     int r_named_sub; /* pubsub: a keydrift sync for this cache is subscribed */
+
+    /* key-format caches, written by the poller under l_mu */
+    uint64_t r_shown_marker; /* newest marker the cache shows (0: none) */
+    uint64_t r_unshown_at;   /* when the oldest marker it does not show was written; 0 none */
 };
 
 struct lag {
@@ -70,6 +78,7 @@ struct lag {
     pthread_t l_thr;
     volatile int l_stop;
     int l_has_pubsub;
+    int l_markers; /* key-format pubsub caches: markers are written */
 
     pthread_mutex_t l_mu;
     uint64_t l_ring[HB_RING]; /* monotonic µs when heartbeat seq was written */
@@ -81,6 +90,13 @@ struct lag {
     int l_named_any;  /* some subscriber calls itself keydrift-sync */
     int l_not_master; /* INFO says the "primary" is not a master: no heartbeat writes */
     char l_run_id[48];
+
+    /* markers (see lag_marker_ask): l_mring[n % MARKER_RING] is when marker
+     * n was written (mono µs), 0 if its write failed */
+    uint64_t l_mring[MARKER_RING];
+    uint64_t l_mwriting; /* newest marker number used */
+    uint64_t l_mwritten; /* newest marker written and published */
+    uint64_t l_mwant;    /* a marker asked for: write one up to this number */
 
     struct rep *l_reps;
     int l_nreps;
@@ -104,20 +120,35 @@ int lag_is_heartbeat_key(const void *key, size_t len)
     return len >= sizeof(HB_PREFIX) - 1 && memcmp(key, HB_PREFIX, sizeof(HB_PREFIX) - 1) == 0;
 }
 
-/* Lag of a replica now, in seconds; l_mu held. -1 before the first poll. */
+uint64_t lag_beat_time(const uint64_t *ring, uint64_t n, uint64_t written, uint64_t seq,
+                       uint64_t interval_us)
+{
+    /* The slot after the newest may already hold the beat being written. */
+    uint64_t oldest = written + 2 > n ? written + 2 - n : 1;
+
+    if (seq >= oldest)
+        return ring[seq % n];
+    uint64_t back = (oldest - seq) * interval_us, at = ring[oldest % n];
+    return at > back ? at - back : 0;
+}
+
+/*
+ * Lag of a replica now, in seconds; l_mu held. -1 before the first poll. The
+ * age of the oldest heartbeat it does not show, or, for a key-format cache,
+ * of the oldest marker it does not show if that is older.
+ */
 static double compute_lag(const struct lag *l, const struct rep *r, uint64_t now)
 {
-    uint64_t next, at;
+    uint64_t at = 0;
 
-    if (!r->r_polled || l->l_written == 0)
-        return r->r_polled ? 0 : -1;
-    if (r->r_shown_seq >= l->l_written)
-        return 0;
-    next = r->r_shown_seq + 1;
-    if (l->l_written - next >= HB_RING) /* forgotten: the oldest we remember */
-        next = l->l_written - HB_RING + 1;
-    at = l->l_ring[next % HB_RING];
-    return now > at ? (double)(now - at) / 1e6 : 0;
+    if (!r->r_polled)
+        return -1;
+    if (l->l_written && r->r_shown_seq < l->l_written)
+        at = lag_beat_time(l->l_ring, HB_RING, l->l_written, r->r_shown_seq + 1,
+                           (uint64_t)l->l_cfg->heartbeat_interval * 1000u);
+    if (r->r_unshown_at && (!at || r->r_unshown_at < at))
+        at = r->r_unshown_at;
+    return at && now > at ? (double)(now - at) / 1e6 : 0;
 }
 
 /* Parses "<run>:<seq>:<wall-us>"; the seq when run is ours, else 0. */
@@ -179,6 +210,68 @@ static void poll_info(struct rep *r, struct rconn *c)
     pthread_mutex_unlock(&l->l_mu);
 }
 
+static int marker_key(const struct lag *l, uint64_t n, char *out, size_t outsz)
+{
+    return snprintf(out, outsz, "%s:%" PRIx64 ":m%" PRIu64, l->l_key, l->l_run, n);
+}
+
+/*
+ * A key-format cache: which of the markers it did not show yet does it show
+ * now? Asks for the oldest and the newest few of them (all when few).
+ */
+static void poll_markers(struct rep *r, struct rconn *c)
+{
+    struct lag *l = r->r_lag;
+    uint64_t from, to, want[2 * MARKER_PEEK];
+    char keys[2 * MARKER_PEEK][CFG_NAME_MAX + 128];
+    const char *argv[1 + 2 * MARKER_PEEK];
+    size_t lens[1 + 2 * MARKER_PEEK];
+    int n = 0;
+
+    pthread_mutex_lock(&l->l_mu);
+    from = r->r_shown_marker + 1;
+    to = l->l_mwritten;
+    pthread_mutex_unlock(&l->l_mu);
+    if (to + 2 > MARKER_RING && from < to + 2 - MARKER_RING)
+        from = to + 2 - MARKER_RING; /* older ones are forgotten */
+    if (from > to) {
+        pthread_mutex_lock(&l->l_mu);
+        r->r_unshown_at = 0;
+        pthread_mutex_unlock(&l->l_mu);
+        return;
+    }
+    for (uint64_t m = from; m <= to && n < MARKER_PEEK; m++)
+        want[n++] = m;
+    for (uint64_t m = to - from + 1 > 2 * MARKER_PEEK ? to - MARKER_PEEK + 1 : from + (uint64_t)n;
+         m <= to; m++)
+        want[n++] = m;
+    argv[0] = "MGET";
+    lens[0] = 4;
+    for (int i = 0; i < n; i++) {
+        argv[1 + i] = keys[i];
+        lens[1 + i] = (size_t)marker_key(l, want[i], keys[i], sizeof(keys[i]));
+    }
+    redisReply *rep = rconn_argv(c, 1 + n, argv, lens);
+    if (!rep)
+        return;
+    if (rep->type == REDIS_REPLY_ARRAY && rep->elements == (size_t)n) {
+        uint64_t shown = 0, unshown_at = 0;
+        for (int i = 0; i < n; i++)
+            if (rep->element[i]->type == REDIS_REPLY_STRING)
+                shown = want[i];
+        pthread_mutex_lock(&l->l_mu);
+        if (shown > r->r_shown_marker)
+            r->r_shown_marker = shown;
+        /* the oldest marker written since that the cache does not show */
+        for (uint64_t m = r->r_shown_marker + 1 > from ? r->r_shown_marker + 1 : from; m <= to; m++)
+            if ((unshown_at = l->l_mring[m % MARKER_RING]) != 0)
+                break;
+        r->r_unshown_at = unshown_at;
+        pthread_mutex_unlock(&l->l_mu);
+    }
+    freeReplyObject(rep);
+}
+
 /* The poller of one replica: GET the heartbeat key every lag-poll-interval. */
 static void *rep_main(void *arg)
 {
@@ -220,6 +313,8 @@ static void *rep_main(void *arg)
         if (rep)
             freeReplyObject(rep);
 
+        if (rep && l->l_markers && r->r_cfg.kind == REPLICA_PUBSUB)
+            poll_markers(r, c);
         if (rep && r->r_cfg.kind == REPLICA_NATIVE && t0 >= next_info) {
             poll_info(r, c);
             next_info = t0 + INFO_EVERY_US;
@@ -402,6 +497,63 @@ static void write_heartbeat(struct lag *l, struct rconn *c)
     }
 }
 
+/*
+ * Key format: writes the next marker, a key of its own with a short TTL, and
+ * publishes it. A subscriber copies a key's current state, so a cache that
+ * shows the newest heartbeat may still hold older updates in its queue; a
+ * marker is shown only once the subscriber handled the message published
+ * with it, and so everything published before.
+ */
+static void write_marker(struct lag *l, struct rconn *c)
+{
+    char key[CFG_NAME_MAX + 128];
+    uint64_t n, t;
+    int sent = 0, ok;
+
+    pthread_mutex_lock(&l->l_mu);
+    int not_master = l->l_not_master;
+    n = not_master ? 0 : ++l->l_mwriting;
+    pthread_mutex_unlock(&l->l_mu);
+    if (not_master)
+        return;
+    marker_key(l, n, key, sizeof(key));
+    t = clock_mono_us();
+    if (rconn_append(c, "SET %s 1 PX %d", key, MARKER_TTL_MS) == 0)
+        sent++;
+    if (sent && rconn_append(c, "PUBLISH %s %s", l->l_cfg->channel, key) == 0)
+        sent++;
+    ok = sent == 2;
+    for (int i = 0; i < sent; i++) {
+        redisReply *r = rconn_reply(c);
+        if (!r) {
+            ok = 0;
+            break;
+        }
+        if (r->type == REDIS_REPLY_ERROR)
+            ok = 0;
+        freeReplyObject(r);
+    }
+    pthread_mutex_lock(&l->l_mu);
+    l->l_mring[n % MARKER_RING] = ok ? t : 0;
+    if (ok && n > l->l_mwritten)
+        l->l_mwritten = n;
+    pthread_mutex_unlock(&l->l_mu);
+}
+
+uint64_t lag_marker_ask(struct lag *l)
+{
+    uint64_t n = 0;
+
+    pthread_mutex_lock(&l->l_mu);
+    if (l->l_markers) {
+        n = l->l_mwriting + 1;
+        if (l->l_mwant < n)
+            l->l_mwant = n;
+    }
+    pthread_mutex_unlock(&l->l_mu);
+    return n;
+}
+
 static void poll_primary(struct lag *l, struct rconn *c)
 {
     redisReply *r = rconn_command(c, "INFO server replication stats");
@@ -489,7 +641,7 @@ static void *hb_main(void *arg)
                            .backoff_max_ms = 1000};
     struct rconn *c = rconn_new(&cfg->primary, &o, l->l_primary);
     uint64_t hb_us = (uint64_t)cfg->heartbeat_interval * 1000u;
-    uint64_t next_hb = 0, next_info = 0, next_clients = 0, next_status = 0;
+    uint64_t next_hb = 0, next_info = 0, next_clients = 0, next_status = 0, next_marker = 0;
     int was_up = 1;
 
     if (!c)
@@ -504,6 +656,15 @@ static void *hb_main(void *arg)
         if (now >= next_hb) {
             write_heartbeat(l, c);
             next_hb = now + hb_us;
+        }
+        if (l->l_markers) {
+            pthread_mutex_lock(&l->l_mu);
+            int asked = l->l_mwant > l->l_mwriting;
+            pthread_mutex_unlock(&l->l_mu);
+            if (asked || now >= next_marker) {
+                write_marker(l, c);
+                next_marker = now + MARKER_EVERY_US;
+            }
         }
         if (l->l_has_pubsub && now >= next_clients) {
             poll_clients(l, c);
@@ -569,6 +730,7 @@ struct lag *lag_start(const struct config *cfg, struct rnode *primary, struct rn
         if (r->r_cfg.kind == REPLICA_PUBSUB)
             l->l_has_pubsub = 1;
     }
+    l->l_markers = l->l_has_pubsub && cfg->message_format == FMT_KEY;
     if (pthread_create(&l->l_thr, NULL, hb_main, l) != 0) {
         free(l->l_reps);
         free(l);
@@ -616,6 +778,7 @@ void lag_get(struct lag *l, int i, struct lag_view *v)
     v->sync_in_progress = r->r_sync_in_progress;
     v->resyncs = r->r_resyncs;
     v->shown_seq = r->r_shown_seq;
+    v->shown_marker = r->r_shown_marker;
     v->status = r->r_status;
     snprintf(v->status_reason, sizeof(v->status_reason), "%s", r->r_reason);
     pthread_mutex_unlock(&l->l_mu);

@@ -12,6 +12,15 @@
  * has every heartbeat up to s; its lag is now - (the time heartbeat s+1 was
  * written), or 0 when s is the latest. Lag is computed when asked, from the
  * last value seen, so it grows in real time while a replica is stalled.
+ *
+ * With key-format pubsub caches a subscriber copies a key's current value, so
+ * a cache shows the newest heartbeat as soon as it handles any heartbeat
+ * message, however many older updates still wait in its queue. For them the
+ * heartbeat thread also writes markers: keys written once
+ * ("<heartbeat key>:<run>:m<n>", 10 s TTL) and published once, every 100 ms
+ * and whenever confirmation asks for one. A cache that shows marker n has
+ * handled every message published before it; its lag is the larger of the
+ * heartbeat lag and the age of the oldest marker it does not show.
  */
 #ifndef KD_LAG_H
 #define KD_LAG_H
@@ -45,6 +54,7 @@ struct lag_view {
     int sync_in_progress;      /* native */
     uint64_t resyncs;          /* replication-id changes and full syncs seen */
     uint64_t shown_seq;        /* newest heartbeat seq the replica shows (0: none) */
+    uint64_t shown_marker;     /* key-format caches: newest marker shown (0: none) */
     enum replica_status status;
     char status_reason[96];
 };
@@ -64,6 +74,16 @@ void lag_get(struct lag *l, int replica, struct lag_view *out);
 /* The newest heartbeat seq written and the primary's master_repl_offset (-1 unknown). */
 uint64_t lag_written_seq(struct lag *l);
 long long lag_primary_offset(struct lag *l);
+/*
+ * The number of a marker that will be written after this call, for a
+ * key-format cache to show once it has handled everything published so far;
+ * 0 when no markers are written (no key-format caches).
+ */
+uint64_t lag_marker_ask(struct lag *l);
+/* When heartbeat seq was written (mono µs), from a ring of n slots holding
+ * the newest written: beats older than the ring are placed interval_us apart. */
+uint64_t lag_beat_time(const uint64_t *ring, uint64_t n, uint64_t written, uint64_t seq,
+                       uint64_t interval_us);
 /* Subscribers on the channel (PUBSUB NUMSUB), -1 unknown. */
 long long lag_channel_subscribers(struct lag *l);
 /* The primary's run_id and the time it was read; "" unknown. */

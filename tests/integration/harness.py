@@ -213,6 +213,61 @@ class Harness:
         return reports
 
 
+class SlowSubscriber:
+    """A key-format subscriber that applies each message `delay` seconds after
+    it arrived: a cache whose queue is always `delay` behind. Applying copies
+    the key's current state from the primary, as `keydrift sync` does."""
+
+    def __init__(self, h, primary, cache, delay, channel="cache_update"):
+        import collections
+        import threading
+        self.delay = delay
+        self.logpath = os.path.join(h.tmp, "slow-subscriber.log")
+        self.applied = 0
+        self.error = None
+        self._queue = collections.deque()
+        self._src = primary.client()
+        self._dst = cache.client()
+        self._ps = primary.client().pubsub(ignore_subscribe_messages=True)
+        self._ps.subscribe(channel)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        h.procs.append(self)
+
+    def _apply(self, key):
+        p = self._src.pipeline(transaction=True)
+        p.dump(key)
+        p.pttl(key)
+        payload, pttl = p.execute()
+        if payload is None:
+            self._dst.delete(key)
+        else:
+            self._dst.restore(key, max(pttl, 0), payload, replace=True)
+        self.applied += 1
+
+    def _run(self):
+        try:
+            while not self._stop.is_set():
+                m = self._ps.get_message(timeout=0.005)
+                while m:
+                    self._queue.append((time.monotonic() + self.delay, m["data"]))
+                    m = self._ps.get_message(timeout=0)
+                while self._queue and self._queue[0][0] <= time.monotonic():
+                    self._apply(self._queue.popleft()[1])
+        except (redis.exceptions.RedisError, OSError) as e:
+            if not self._stop.is_set():
+                self.error = e
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._ps.close()
+
+    def output(self):
+        return ""
+
+
 def http_get(url, timeout=5.0, method="GET", data=None, headers=None):
     """(status, headers, body bytes) of one request; HTTP errors are returned, not raised."""
     import urllib.error

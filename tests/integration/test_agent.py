@@ -6,7 +6,7 @@ import subprocess
 import threading
 import time
 
-from harness import SLOW, Agent, free_port, http_get, parse_metrics, wait_for
+from harness import SLOW, Agent, SlowSubscriber, free_port, http_get, parse_metrics, wait_for
 
 
 def lag(agent, name):
@@ -28,6 +28,25 @@ def test_pubsub_lag_follows_a_stopped_subscriber(h):
     sync.signal(signal.SIGCONT)
     assert abs(measured - stopped_for) <= 0.1 * SLOW, (measured, stopped_for)
     wait_for(lambda: lag(agent, "cache-a") < 0.05, timeout=5, what="lag back under 50 ms")
+
+
+def test_pubsub_lag_shows_a_slow_subscribers_queue(h):
+    """A key-format subscriber 0.5 s behind copies the newest heartbeat as soon
+    as it handles any heartbeat message; the markers it has not handled yet
+    show its real lag."""
+    primary = h.redis("primary")
+    cache = h.redis("cache")
+    SlowSubscriber(h, primary, cache, 0.5)
+    agent = Agent(h, primary, [("cache-a", cache, "pubsub")])
+    wait_for(lambda: (lag(agent, "cache-a") or 0) > 0.3, what="the queue's lag shown")
+    readings = []
+    for _ in range(20):
+        readings.append(lag(agent, "cache-a"))
+        time.sleep(0.1)
+    readings.sort()
+    print("lag readings: %s" % readings)
+    median = readings[len(readings) // 2]
+    assert 0.3 <= median <= 0.5 + 0.3 * SLOW, readings
 
 
 def test_native_lag_follows_a_stopped_replica_and_bytes_agree(h):

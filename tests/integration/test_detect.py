@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from harness import SLOW, Agent, http_get, wait_for
+from harness import SLOW, Agent, SlowSubscriber, http_get, wait_for
 from writer import Writer
 
 BIN_KEY = b"bin\x00key\nwith\xffbytes \xc3\xa9"
@@ -201,6 +201,74 @@ def test_no_false_alarms_under_write_load(h):
     print("keys checked %d, suspects %d" % (checked, suspects))
     assert checked > 1000
     assert confirmed == {}, confirmed
+
+
+def confirmed_rows(agent):
+    return [(bytes(r[1]), r[2]) for r in db_rows(agent.db, "confirmed_at IS NOT NULL")]
+
+
+def test_no_false_alarms_from_a_slow_subscriber(h):
+    """A key-format subscriber copies a key's current value, so a cache 0.3 s
+    behind shows the newest heartbeat while older updates still wait in its
+    queue. Confirmation waits for a marker published after the first look:
+    no false alarm, and a real divergence is still confirmed."""
+    primary = h.redis("primary")
+    cache = h.redis("cache")
+    slow = SlowSubscriber(h, primary, cache, 0.3)
+    p = primary.client()
+    p.set("lost", "never published")
+    agent = Agent(h, primary, [("c1", cache, "pubsub")],
+                  extra="sample-modes scan watch\nmax-commands-per-sec 20000\n")
+    # 200 keys rewritten 300 times a second: at any time about 90 of them
+    # differ on the cache, in flight.
+    w = Writer(primary, keys=200, batch=10, rate=300, types=("string", "hash"), ttl_share=0)
+    n = w.run_for(10)
+    assert not w.errors and n > 1000, (n, w.errors)
+    time.sleep(2 * SLOW)  # let the last suspects settle
+    assert slow.error is None, slow.error
+    m = agent.metrics()
+    suspects = sum(v for k, v in m.items() if k[0] == "keydrift_divergences_suspected_total")
+    print("writes %d, applied by the slow subscriber %d, suspects %d"
+          % (n, slow.applied, suspects))
+    assert suspects > 50, suspects  # the cache really was behind, often
+    wait_for(lambda: confirmed_rows(agent), what="the unpublished key confirmed")
+    assert confirmed_rows(agent) == [(b"lost", "missing")]
+
+
+def test_no_ttl_false_alarms_while_the_primary_resets_expiries(h):
+    """Expiries set again and again on the primary (60 s, then 63 s, ...) reach
+    a slow cache late: a TTL verdict is confirmed only when both expiries
+    stayed put between the two looks."""
+    primary = h.redis("primary")
+    cache = h.redis("cache")
+    SlowSubscriber(h, primary, cache, 0.3)
+    p = primary.client()
+    keys = [b"t:%d" % i for i in range(50)]
+    for k in keys:
+        p.set(k, b"v", px=60000)
+        p.publish("cache_update", k)
+    wait_for(lambda: cache.client().dbsize() >= 50, what="the cache loaded")
+    agent = Agent(h, primary, [("c1", cache, "pubsub")],
+                  extra="sample-modes watch\nmax-commands-per-sec 20000\n"
+                        "ttl-tolerance 1s\n")
+    deadline = time.monotonic() + 10
+    i = 0
+    while time.monotonic() < deadline:
+        pipe = p.pipeline(transaction=False)
+        for k in keys[i % 2::2]:
+            pipe.pexpire(k, 60000 if (i // 2) % 2 else 63000)
+            pipe.publish("cache_update", k)
+        pipe.execute()
+        i += 1
+        time.sleep(0.1)
+    time.sleep(2 * SLOW)
+    m = agent.metrics()
+    suspects = sum(v for k, v in m.items() if k[0] == "keydrift_divergences_suspected_total")
+    rechecked = m.get(("keydrift_keys_checked_total",
+                       frozenset({("replica", "c1"), ("mode", "recheck")})), 0)
+    print("expiry rounds %d, suspects %d, rechecked %d" % (i, suspects, rechecked))
+    assert suspects > 10 and rechecked > 10, (suspects, rechecked)
+    assert confirmed_rows(agent) == []
 
 
 def test_lost_updates_found_fast_in_watch_mode(h):

@@ -386,7 +386,7 @@ AGENT_ACL = ("reset on >s3cret ~* resetchannels &cache_update &__keyevent@0__:* 
              "+ping +info +role +select +readonly +dbsize +scan +randomkey +type +exists "
              "+dump +pttl +get +strlen +getrange +hgetall +hlen +hrandfield +smembers +scard "
              "+srandmember +zrange +zcard +zrandmember +lrange +llen +lindex +xrange +xlen "
-             "+memory|usage +set +del +restore +publish +pubsub|numsub +client|list "
+             "+memory|usage +set +del +restore +publish +pubsub|numsub +client|list +mget "
              "+subscribe +psubscribe +config|get +config|set +eval +evalsha +script|load")
 
 

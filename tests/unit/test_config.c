@@ -40,7 +40,7 @@ TEST(config_defaults)
     CHECK(c.primary.port == 6379);
     CHECK_STR(c.channel, "cache_update");
     CHECK(c.message_format == FMT_KEY);
-    CHECK(c.heartbeat_interval == 100);
+    CHECK(c.heartbeat_interval == 20);
     CHECK(c.retention == 30LL * 86400 * 1000);
     CHECK(c.max_value_bytes == 1024 * 1024);
     CHECK(c.repair_max_share > 0.0499 && c.repair_max_share < 0.0501);

@@ -154,28 +154,11 @@ static void print_json(const struct findings *fs, uint64_t checked, double secs,
     json_decref(j);
 }
 
-/* The progress of every engine of every unit, summed; *failed when one could not read. */
-static void sum_progress(struct topo_unit *units, int n, struct detect_progress *sum)
-{
-    memset(sum, 0, sizeof(*sum));
-    for (int u = 0; u < n; u++) {
-        for (int k = 0; k < units[u].u_ndetect; k++) {
-            struct detect_progress p;
-            detect_progress(units[u].u_detect[k], &p);
-            sum->keys_checked += p.keys_checked;
-            sum->keys_in_db += p.keys_in_db;
-            sum->suspects += p.suspects;
-            if (p.error[0] && !sum->error[0])
-                snprintf(sum->error, sizeof(sum->error), "%s", p.error);
-        }
-    }
-}
-
 static void progress_line(struct topo_unit *units, int n, uint64_t started)
 {
     struct detect_progress p;
     double secs = (double)(clock_mono_us() - started) / 1e6;
-    sum_progress(units, n, &p);
+    topo_units_progress(units, n, &p);
     double rate = secs > 0 ? (double)p.keys_checked / secs : 0;
     double left = p.keys_in_db > p.keys_checked ? (double)(p.keys_in_db - p.keys_checked) : 0;
     fprintf(stderr,
@@ -324,7 +307,7 @@ int cmd_check(int argc, char **argv)
         for (int k = 0; k < units[u].u_ndetect; k++)
             failed |= detect_wait(units[u].u_detect[k]) < 0;
     struct detect_progress p;
-    sum_progress(units, nunits, &p);
+    topo_units_progress(units, nunits, &p);
     double secs = (double)(clock_mono_us() - started) / 1e6;
 
     if (failed) {

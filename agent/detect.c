@@ -637,13 +637,17 @@ static void report(struct detect *d, const struct div *v, const char *resolution
         d->d_o.on_confirmed(&f, d->d_o.arg);
 }
 
+/*
+ * Counts an open divergence in or out. The gauge is added to, not set: the
+ * engines of several dbs (or shards) can share a replica's series.
+ */
 static void open_count(struct detect *d, int rep, enum cmp_kind k, int delta)
 {
     struct rstate *rs = &d->d_rs[rep];
     rs->rs_open_n[k] += delta;
     if (!rs->rs_open[k])
         rs->rs_open[k] = metrics_series2(m_open, d->d_cfg->replicas[rep].name, cmp_kind_name(k));
-    metric_set(rs->rs_open[k], (double)rs->rs_open_n[k]);
+    metric_add(rs->rs_open[k], delta);
 }
 
 static void random_result(struct detect *d, int rep, long slot, int divergent);
@@ -2680,6 +2684,10 @@ void detect_stop(struct detect *d)
     pthread_join(d->d_thr, NULL);
     if (d->d_wthr_started)
         pthread_join(d->d_wthr, NULL);
+    for (int i = 0; i < d->d_cfg->nreplicas; i++) /* its open divergences go with it */
+        for (int k = 0; k < CMP_KIND_COUNT; k++)
+            if (d->d_rs[i].rs_open[k])
+                metric_add(d->d_rs[i].rs_open[k], -(double)d->d_rs[i].rs_open_n[k]);
     for (size_t i = 0; i < MAP_BUCKETS; i++) {
         struct div *v = d->d_map[i], *next;
         for (; v; v = next) {

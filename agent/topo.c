@@ -800,6 +800,37 @@ void topo_metrics_set(const struct topo *t)
     }
 }
 
+void topo_units_progress(struct topo_unit *units, int n, struct detect_progress *sum)
+{
+    double weighted = 0, plain = 0;
+    int engines = 0;
+
+    memset(sum, 0, sizeof(*sum));
+    sum->watch_enabled = 1;
+    for (int u = 0; u < n; u++) {
+        for (int k = 0; k < units[u].u_ndetect; k++) {
+            struct detect_progress p;
+            detect_progress(units[u].u_detect[k], &p);
+            if (engines++ == 0 || p.cycles < sum->cycles)
+                sum->cycles = p.cycles;
+            sum->keys_checked += p.keys_checked;
+            sum->keys_in_db += p.keys_in_db;
+            sum->suspects += p.suspects;
+            sum->open += p.open;
+            sum->watch_enabled &= p.watch_enabled;
+            sum->errors += p.errors;
+            weighted += p.scan_progress * (double)p.keys_in_db;
+            plain += p.scan_progress;
+            if (p.error[0] && !sum->error[0])
+                snprintf(sum->error, sizeof(sum->error), "%s", p.error);
+        }
+    }
+    if (!engines)
+        sum->watch_enabled = 0;
+    else
+        sum->scan_progress = sum->keys_in_db ? weighted / (double)sum->keys_in_db : plain / engines;
+}
+
 void topo_unit_collect(struct topo_unit *u)
 {
     if (u->u_lag)

@@ -101,6 +101,12 @@ void topo_unit_start_detect(struct topo_unit *u, const struct detect_opts *tmpl,
                             struct store *store);
 /* Stops a unit's engines and lag monitor; u may be reused afterwards. */
 void topo_unit_stop(struct topo_unit *u);
+/*
+ * The progress of every engine of n units as one: counts summed, cycles the
+ * fewest any engine finished, scan progress weighted by each engine's keys,
+ * watch enabled when it is on every engine, the first error.
+ */
+void topo_units_progress(struct topo_unit *units, int n, struct detect_progress *sum);
 
 /* ------------------------------------------------------------ watch */
 

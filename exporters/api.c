@@ -664,9 +664,9 @@ static void h_status(const struct http_request *req, struct http_response *resp,
         "up", atomic_load(&a->a_primary.rn_up), "run_id", run_id, "offset",
         (json_int_t)(a->a_lag ? lag_primary_offset(a->a_lag) : -1), "replicas", replicas, "channel",
         a->a_cfg.channel, "message_format", cfg_format_name(a->a_cfg.message_format));
-    if (a->a_detect) {
+    if (a->a_detect) { /* the sum of every engine: several dbs, several shards */
         struct detect_progress p;
-        detect_progress(a->a_detect, &p);
+        topo_units_progress(a->a_units, a->a_nunits, &p);
         json_object_set_new(
             j, "detection",
             json_pack("{s:I,s:f,s:I,s:I,s:I,s:I,s:b}", "scan_cycles", (json_int_t)p.cycles,

@@ -546,9 +546,16 @@ def test_several_dbs(h):
         [("three:5", 3, "value")]
     assert doc["keys_checked"] >= 80
 
+    replica.client().set("zero:7", "stale")
     agent = Agent(h, primary, [("r1", replica, "native")], extra="db 0 3\n")
-    wait_for(lambda: confirmed(agent, replica="r1", kind="value") >= 1, timeout=30,
-             what="db 3 divergence confirmed")
+    wait_for(lambda: confirmed(agent, replica="r1", kind="value") >= 2, timeout=30,
+             what="the db 0 and db 3 divergences confirmed")
     wait_for(lambda: agent.metric("keydrift_shard_keys_checked_total", shard="0", db="0")
              and agent.metric("keydrift_shard_keys_checked_total", shard="0", db="3"),
              what="both engines checking")
+    # Both engines' open divergences count, in the replica's one series and
+    # in the status's detection summary.
+    assert agent.metric("keydrift_divergent_keys", replica="r1", kind="value") == 2
+    det = agent.status()["detection"]
+    assert det["open_divergences"] == 2, det
+    assert det["keys_checked"] >= 80, det

@@ -22,20 +22,21 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#define MAP_BUCKETS      65536
-#define MAX_TRACKED      200000 /* suspects + open divergences held in memory */
-#define WATCH_MAX        100000 /* keys waiting for their verification */
-#define BATCH_MAX        512
-#define CMDS_PER_KEY     3 /* PTTL, MEMORY USAGE, DUMP on each node */
-#define REVERIFY_US      2000000u
-#define SETTLE_MARGIN_US 2000000u
-#define MAX_RESAMPLES    5
-#define GIVE_UP_FACTOR   6 /* confirm-timeouts a suspect may wait for its replica */
-#define JOBS_MAX         256
-#define JOB_KEYS_MAX     1000
-#define GUARD_SECONDS    60
-#define GUARD_MIN_KEYS   200
-#define REPAIR_RETRY_US  30000000u
+#define MAP_BUCKETS       65536
+#define MAX_TRACKED       200000 /* suspects + open divergences held in memory */
+#define WATCH_MAX         100000 /* keys waiting for their verification */
+#define BATCH_MAX         512
+#define CMDS_PER_KEY      3 /* PTTL, MEMORY USAGE, DUMP on each node */
+#define REVERIFY_US       2000000u
+#define SETTLE_MARGIN_US  2000000u
+#define MAX_RESAMPLES     5
+#define GIVE_UP_FACTOR    6 /* confirm-timeouts a suspect may wait for its replica */
+#define JOBS_MAX          256
+#define JOB_KEYS_MAX      1000
+#define GUARD_SECONDS     60
+#define GUARD_MIN_KEYS    200
+#define REPAIR_RETRY_US   30000000u /* a dry run is repeated after this long */
+#define REPAIR_BACKOFF_US 1000000u  /* a failed repair is retried after 1, 2, 4 ... 30 s */
 
 enum job_state { JOB_QUEUED, JOB_RUNNING, JOB_DONE };
 static const char *const job_state_names[] = {"queued", "running", "done"};
@@ -103,6 +104,7 @@ struct div {
     /* repair */
     uint64_t d_repair_started_us; /* monotonic; while REPAIRING */
     uint64_t d_next_repair_mono;  /* auto-repair: not before */
+    int d_repair_fails;           /* failed or skipped repairs in a row */
     int64_t d_job;                /* the job waiting for this repair, 0 none */
     int d_item;
     enum repair_trigger d_trigger;
@@ -1204,10 +1206,6 @@ static void recheck(struct detect *d, struct div *v)
         set_marker(d, v, &poff);
         return;
     }
-    v->d_kind = k;
-    v->d_rdigest = rd;
-    v->d_rttl = rsd.pttl;
-    v->d_pttl = ps.pttl;
     confirm(d, v);
 }
 
@@ -1819,6 +1817,31 @@ static void finish_repair(struct detect *d, struct div *v, const char *outcome, 
     v->d_job = 0;
 }
 
+/* After a failed or skipped repair: auto-repair tries again after 1, 2, 4 ... 30 s. */
+static void repair_backoff(struct div *v, uint64_t now)
+{
+    uint64_t wait = REPAIR_BACKOFF_US << (v->d_repair_fails < 5 ? v->d_repair_fails : 5);
+
+    v->d_repair_fails++;
+    v->d_next_repair_mono = now + (wait < REPAIR_RETRY_US ? wait : REPAIR_RETRY_US);
+}
+
+/*
+ * A pubsub cache repaired by publishing needs its subscriber to apply the
+ * message: auto-repair holds its repairs while the channel has none, rather
+ * than publish into the void and fail the verification.
+ */
+static int repair_held(struct detect *d, const struct div *v)
+{
+    struct lag_view lv;
+
+    if (d->d_cfg->replicas[v->d_rep].kind != REPLICA_PUBSUB ||
+        d->d_cfg->repair_pubsub_strategy != PUBSUB_PUBLISH)
+        return 0;
+    lag_get(d->d_o.lag, v->d_rep, &lv);
+    return !lv.link_up;
+}
+
 /*
  * Starts the repair of one divergence v (open: CONFIRMED). Re-reads both
  * sides first: a key that is equal again is resolved instead. On a write,
@@ -1845,6 +1868,7 @@ static void start_repair(struct detect *d, struct div *v, enum repair_trigger tr
         record_repair(d, v, strategy, trigger, "failed", err, now_ms);
         if (job)
             job_item_done(d, job, item, "failed", strategy, err);
+        repair_backoff(v, clock_mono_us());
         goto out;
     }
     enum cmp_kind k = judge_one(d, v->d_rep, v->d_key, v->d_keylen, &ps, &rsd, &pd, &rd);
@@ -1893,7 +1917,7 @@ static void start_repair(struct detect *d, struct div *v, enum repair_trigger tr
         record_repair(d, v, strategy, trigger, outcome, err, now_ms);
         if (job)
             job_item_done(d, job, item, outcome, strategy, err);
-        v->d_next_repair_mono = clock_mono_us() + REPAIR_RETRY_US;
+        repair_backoff(v, clock_mono_us());
         if (rr == REPAIR_FAILED) {
             json_t *ev = json_pack("{s:s,s:s,s:s,s:s}", "replica", rc->name, "kind",
                                    cmp_kind_name(k), "strategy", strategy, "error", err);
@@ -1944,7 +1968,7 @@ static int verify_step(struct detect *d)
             list_unlink(v);
             v->d_state = DIV_CONFIRMED;
             v->d_next_check_mono = now + REVERIFY_US;
-            v->d_next_repair_mono = now + REPAIR_RETRY_US;
+            repair_backoff(v, now);
             list_push(&d->d_open, v);
             put_record(d, v, NULL, 0);
         }
@@ -2058,7 +2082,7 @@ static int auto_repair_step(struct detect *d)
         d->d_repair_tokens = rate;
     d->d_repair_last_us = now;
     for (v = d->d_open; v; v = v->d_lnext)
-        if (v->d_state == DIV_CONFIRMED && v->d_next_repair_mono <= now)
+        if (v->d_state == DIV_CONFIRMED && v->d_next_repair_mono <= now && !repair_held(d, v))
             break;
     if (!v || d->d_repair_tokens < 1)
         return 0;
@@ -2068,7 +2092,7 @@ static int auto_repair_step(struct detect *d)
         return 0;
     for (v = d->d_open; v && d->d_repair_tokens >= 1 && !d->d_stop; v = next) {
         next = v->d_lnext;
-        if (v->d_state != DIV_CONFIRMED || v->d_next_repair_mono > now)
+        if (v->d_state != DIV_CONFIRMED || v->d_next_repair_mono > now || repair_held(d, v))
             continue;
         d->d_repair_tokens -= 1;
         start_repair(d, v, TRIGGER_AUTO, 0, -1);

@@ -463,11 +463,14 @@ def test_sync_metrics_endpoint_and_client_name(h):
     url = "http://127.0.0.1:%d/metrics" % port
 
     def scraped():
+        # Both counted: the applied ones and the malformed one may be handled
+        # in different batches, and a scrape can come between them.
         st, hdr, body = http_get(url)
         m = parse_metrics(body.decode())
         return m.get(("keydrift_sync_messages_total", frozenset({("outcome", "applied")}))) == 10 \
-            and (body, m)
-    body, m = wait_for(scraped, what="applied=10 on /metrics")
+            and m.get(("keydrift_sync_messages_total",
+                       frozenset({("outcome", "malformed")}))) == 1 and (body, m)
+    body, m = wait_for(scraped, what="applied=10 and malformed=1 on /metrics")
     assert m[("keydrift_sync_messages_total", frozenset({("outcome", "received")}))] == 11
     assert m[("keydrift_sync_messages_total", frozenset({("outcome", "malformed")}))] == 1
     r = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True)

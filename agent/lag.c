@@ -546,7 +546,7 @@ uint64_t lag_marker_ask(struct lag *l)
 
     pthread_mutex_lock(&l->l_mu);
     if (l->l_markers) {
-        n = l->l_mwriting + 1;
+        n = l->l_mwriting + 2; /* one marker per turn of the heartbeat loop */
         if (l->l_mwant < n)
             l->l_mwant = n;
     }

@@ -76,8 +76,11 @@ uint64_t lag_written_seq(struct lag *l);
 long long lag_primary_offset(struct lag *l);
 /*
  * The number of a marker that will be written after this call, for a
- * key-format cache to show once it has handled everything published so far;
- * 0 when no markers are written (no key-format caches).
+ * key-format cache to show once it has handled everything published so far:
+ * the second one from now, at least a heartbeat interval later, so that an
+ * update whose PUBLISH trails its write by a little is covered too (as the
+ * json format's "two heartbeats ahead"). 0 when no markers are written (no
+ * key-format caches).
  */
 uint64_t lag_marker_ask(struct lag *l);
 /* When heartbeat seq was written (mono µs), from a ring of n slots holding

@@ -568,6 +568,7 @@ def test_several_dbs(h):
     # Both engines' open divergences count, in the replica's one series and
     # in the status's detection summary.
     assert agent.metric("keydrift_divergent_keys", replica="r1", kind="value") == 2
-    det = agent.status()["detection"]
-    assert det["open_divergences"] == 2, det
+    # (each engine publishes its progress once per turn of its loop)
+    det = wait_for(lambda: (lambda d: d["open_divergences"] == 2 and d)(
+        agent.status()["detection"]), what="both divergences in the status")
     assert det["keys_checked"] >= 80, det

@@ -99,7 +99,7 @@ def main():
     with Topology() as h:
         rows = [run_rate(h, r) for r in RATES]
     out.add("Primary + 1 pubsub cache with `keydrift sync`; agent `sample-modes watch`, "
-            "`max-commands-per-sec %d`, other options default (heartbeat 100ms, "
+            "`max-commands-per-sec %d`, other options default (heartbeat 20ms, "
             "watch-grace 200ms). %d unpublished probe writes per rate, %.2f s apart; delay = "
             "SQLite `divergences.confirmed_at` - wall time before the SET." % (BUDGET, PROBES,
                                                                                  PROBE_GAP), "")

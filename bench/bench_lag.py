@@ -1,7 +1,7 @@
 """Benchmark 3: heartbeat lag accuracy under an injected stall.
 
 Primary + native replica + pubsub cache with `keydrift sync`; the agent with
-default lag settings (heartbeat-interval 100ms, lag-poll-interval 20ms). Each
+default lag settings (heartbeat-interval 20ms, lag-poll-interval 20ms). Each
 stall SIGSTOPs the sync process and the replica's redis-server at the same
 moment, waits T, scrapes /metrics, then SIGCONTs both. Error = the reported
 keydrift_replica_lag_seconds - the time since SIGSTOP at the middle of the
@@ -25,7 +25,7 @@ def lag_of(m, name):
 
 
 def main():
-    hb_note = HB or "100ms (default)"
+    hb_note = HB or "20ms (default)"
     out = Out("lag" + ("-" + HB if HB else ""),
               "3. Lag accuracy (injected stall), heartbeat-interval %s" % hb_note)
     res = {(k, t): [] for k in ("native", "pubsub") for t in STALLS}

@@ -611,9 +611,11 @@ static void refresh(struct topo_watch *w, struct topo *scratch)
     const char *why = primary_changed(w->w_cur, scratch) ? "failover" : "topology";
     *w->w_cur = *scratch;
     pthread_mutex_lock(&w->w_mu);
+    /* A failover not yet taken stays one when a later look changes more. */
+    if (!w->w_has_pending || strcmp(w->w_why, "failover") != 0)
+        w->w_why = why;
     *w->w_pending = *scratch;
     w->w_has_pending = 1;
-    w->w_why = why;
     pthread_mutex_unlock(&w->w_mu);
     metric_inc(metrics_series1(m_changes, why));
 }

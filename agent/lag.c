@@ -262,8 +262,12 @@ static void poll_markers(struct rep *r, struct rconn *c)
         pthread_mutex_lock(&l->l_mu);
         if (shown > r->r_shown_marker)
             r->r_shown_marker = shown;
-        /* the oldest marker written since that the cache does not show */
-        for (uint64_t m = r->r_shown_marker + 1 > from ? r->r_shown_marker + 1 : from; m <= to; m++)
+        /* The oldest marker asked about that the cache does not show; from
+         * the slots the ring still holds (it may have moved on meanwhile). */
+        uint64_t lo = l->l_mwritten + 2 > MARKER_RING ? l->l_mwritten + 2 - MARKER_RING : 1;
+        if (lo < r->r_shown_marker + 1)
+            lo = r->r_shown_marker + 1;
+        for (uint64_t m = lo; m <= to; m++)
             if ((unshown_at = l->l_mring[m % MARKER_RING]) != 0)
                 break;
         r->r_unshown_at = unshown_at;
@@ -434,6 +438,35 @@ static void update_statuses(struct lag *l)
 
 static struct metric_family *m_hb_skipped;
 
+#define WRITE_OK   1 /* write_replies: the SET succeeded */
+#define PUBLISH_OK 2 /* ... and so did every PUBLISH after it */
+
+/*
+ * Reads the replies to a SET on the primary and the n - 1 PUBLISHes
+ * pipelined after it. A refused SET is logged; a MOVED or READONLY answer
+ * asks discovery to look again.
+ */
+static int write_replies(struct rconn *c, int n, const char *what)
+{
+    int rc = WRITE_OK | PUBLISH_OK;
+
+    for (int i = 0; i < n; i++) {
+        redisReply *r = rconn_reply(c);
+        if (!r)
+            return 0;
+        if (r->type == REDIS_REPLY_ERROR && i == 0) {
+            log_warnx("%s write on primary failed: %.200s", what, r->str);
+            if (!strncmp(r->str, "MOVED", 5) || !strncmp(r->str, "READONLY", 8))
+                topo_kick();
+            rc = 0;
+        } else if (r->type == REDIS_REPLY_ERROR) {
+            rc &= ~PUBLISH_OK;
+        }
+        freeReplyObject(r);
+    }
+    return rc;
+}
+
 /*
  * Writes the next heartbeat (and publishes it for pubsub caches), unless the
  * last INFO showed that the configured primary is not a master (a demoted
@@ -474,22 +507,7 @@ static void write_heartbeat(struct lag *l, struct rconn *c)
             n++;
         }
     }
-    int ok = 1;
-    for (int i = 0; i < n; i++) {
-        redisReply *r = rconn_reply(c);
-        if (!r) {
-            ok = 0;
-            break;
-        }
-        if (i == 0 && r->type == REDIS_REPLY_ERROR) {
-            log_warnx("heartbeat write on primary failed: %.200s", r->str);
-            if (!strncmp(r->str, "MOVED", 5) || !strncmp(r->str, "READONLY", 8))
-                topo_kick();
-            ok = 0;
-        }
-        freeReplyObject(r);
-    }
-    if (ok) {
+    if (write_replies(c, n, "heartbeat") & WRITE_OK) {
         pthread_mutex_lock(&l->l_mu);
         l->l_written = seq;
         l->l_written_mono = t;
@@ -522,17 +540,7 @@ static void write_marker(struct lag *l, struct rconn *c)
         sent++;
     if (sent && rconn_append(c, "PUBLISH %s %s", l->l_cfg->channel, key) == 0)
         sent++;
-    ok = sent == 2;
-    for (int i = 0; i < sent; i++) {
-        redisReply *r = rconn_reply(c);
-        if (!r) {
-            ok = 0;
-            break;
-        }
-        if (r->type == REDIS_REPLY_ERROR)
-            ok = 0;
-        freeReplyObject(r);
-    }
+    ok = write_replies(c, sent, "marker") == (WRITE_OK | PUBLISH_OK) && sent == 2;
     pthread_mutex_lock(&l->l_mu);
     l->l_mring[n % MARKER_RING] = ok ? t : 0;
     if (ok && n > l->l_mwritten)

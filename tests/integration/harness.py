@@ -216,12 +216,14 @@ class Harness:
 class SlowSubscriber:
     """A key-format subscriber that applies each message `delay` seconds after
     it arrived: a cache whose queue is always `delay` behind. Applying copies
-    the key's current state from the primary, as `keydrift sync` does."""
+    the key's current state from the primary, as `keydrift sync` does. Keys
+    for which skip(key) is true are never applied."""
 
-    def __init__(self, h, primary, cache, delay, channel="cache_update"):
+    def __init__(self, h, primary, cache, delay, channel="cache_update", skip=None):
         import collections
         import threading
         self.delay = delay
+        self.skip = skip
         self.logpath = os.path.join(h.tmp, "slow-subscriber.log")
         self.applied = 0
         self.error = None
@@ -236,6 +238,8 @@ class SlowSubscriber:
         h.procs.append(self)
 
     def _apply(self, key):
+        if self.skip and self.skip(key):
+            return
         p = self._src.pipeline(transaction=True)
         p.dump(key)
         p.pttl(key)

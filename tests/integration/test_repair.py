@@ -6,7 +6,7 @@ import sqlite3
 import threading
 import time
 
-from harness import SLOW, Agent, wait_for
+from harness import SLOW, Agent, SlowSubscriber, wait_for
 from test_detect import BIN_KEY, tamper, write_keys
 
 KINDS = {b"k:value": "value", b"k:missing": "missing", b"k:type": "type", b"k:ttl": "ttl",
@@ -286,3 +286,31 @@ def test_primary_restarted_with_persistence_holds_repairs_until_resumed(h):
     assert r.returncode == 0, r.stderr
     wait_for(lambda: cache.client().get("aof:7") == b"7", timeout=20,
              what="repaired once an operator resumed")
+
+
+def test_failed_repairs_back_off(h):
+    """A cache whose subscriber never applies one key: every auto-repair of it
+    fails its verification, and the next try comes 1, 2, then 4 s later (not
+    at once, not after a flat 30 s)."""
+    primary = h.redis("primary")
+    cache = h.redis("cache")
+    SlowSubscriber(h, primary, cache, 0, skip=lambda k: k == b"stuck")
+    primary.client().set("stuck", "never on the cache")
+    agent = Agent(h, primary, [("c1", cache, "pubsub")],
+                  extra="sample-modes scan\nrepair auto\nrepair-verify-timeout 300ms\n"
+                        "repair-max-share 100%\n")
+    db = agent.db
+
+    def tries():
+        return [r[0] / 1000.0 for r in rows(db, "SELECT requested FROM repairs WHERE "
+                                                "key = CAST('stuck' AS BLOB) ORDER BY id")]
+    got = wait_for(lambda: len(tries()) >= 4 and tries(), timeout=20,
+                   what="four repair attempts")
+    gaps = [b - a for a, b in zip(got, got[1:])]
+    print("repair attempts, seconds apart: %s" % gaps)
+    assert 1.0 <= gaps[0] < 2.0 + 1.0 * SLOW, gaps
+    assert 2.0 <= gaps[1] < 3.0 + 1.0 * SLOW, gaps
+    assert 4.0 <= gaps[2] < 5.0 + 1.0 * SLOW, gaps
+    assert all(r[0] == "failed" for r in rows(db, "SELECT outcome FROM repairs WHERE "
+                                                  "key = CAST('stuck' AS BLOB) AND finished "
+                                                  "IS NOT NULL")), rows(db, "SELECT * FROM repairs")

@@ -27,13 +27,14 @@
 #include <string.h>
 #include <xxhash.h>
 
-#define CMP_TRAILER     10          /* 2-byte RDB version + 8-byte CRC64 */
-#define CMP_CHUNK       256         /* keys per pipelined round or script call */
-#define CMP_MAX_CHUNKS  4           /* script calls per node in flight in cmp_fetch_many */
-#define CMP_SAMPLES     16          /* elements sampled from each side of a large value */
-#define CMP_RANGE_BYTES 4096        /* bytes per sampled range of a large string */
-#define CMP_ELEM_MAX    (64 * 1024) /* a sampled hash value longer than this: length only */
-#define CMP_ELEM_BYTES  16          /* lower bound of an element's size, to size unknowns */
+#define CMP_TRAILER         10          /* 2-byte RDB version + 8-byte CRC64 */
+#define CMP_CHUNK           256         /* keys per pipelined round or script call */
+#define CMP_MAX_CHUNKS      4           /* script calls per node in flight in cmp_fetch_many */
+#define CMP_SAMPLES         16          /* elements sampled from each side of a large value */
+#define CMP_RANGE_BYTES     4096        /* bytes per sampled range of a large string */
+#define CMP_ELEM_MAX        (64 * 1024) /* a sampled hash value longer than this: length only */
+#define CMP_SAMPLE_EPOCH_MS (10 * 60 * 1000) /* a key's sampled places stay put this long */
+#define CMP_ELEM_BYTES      16 /* lower bound of an element's size, to size unknowns */
 
 static const char *const kind_names[CMP_KIND_COUNT] = {
     [CMP_EQUAL] = "equal", [CMP_MISSING] = "missing", [CMP_EXTRA] = "extra",
@@ -780,8 +781,6 @@ struct cmd {
 
 /* Text behind *why for messages built at run time; valid until the next call. */
 static _Thread_local char why_buf[192];
-/* The sampling generator (xorshift64*), seeded on first use per thread. */
-static _Thread_local uint64_t rng_state;
 
 static void cmd_add(struct cmd *c, const char *s, size_t len)
 {
@@ -806,20 +805,25 @@ static void cmd_add_ll(struct cmd *c, char *buf, size_t bufsz, long long v)
     cmd_add(c, buf, (size_t)n);
 }
 
-static uint64_t rng_next(void)
+/*
+ * The places a large string or list is sampled at: drawn (xorshift64*) from
+ * the key and the current CMP_SAMPLE_EPOCH_MS window, so that both looks of a
+ * confirmation compare the same ranges (other places would read as the value
+ * changing, and such a divergence would never be confirmed), while the next
+ * window samples other places.
+ */
+static uint64_t sample_seed(const char *key, size_t len)
 {
-    if (!rng_state)
-        rng_state = clock_mono_us() * 0x9E3779B97F4A7C15ull | 1;
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 0x2545F4914F6CDD1Dull;
+    return (XXH3_64bits(key, len) ^ (clock_wall_ms() / CMP_SAMPLE_EPOCH_MS)) | 1;
 }
 
-/* A uniform-enough integer in [0, n) for n > 0. */
-static long long rng_below(long long n)
+/* A uniform-enough integer in [0, n) for n > 0; advances *s. */
+static long long rng_below(uint64_t *s, long long n)
 {
-    return (long long)(rng_next() % (uint64_t)n);
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return (long long)((*s * 0x2545F4914F6CDD1Dull) % (uint64_t)n);
 }
 
 static void free_replies(redisReply **v, size_t n)
@@ -986,7 +990,8 @@ static enum cmp_kind probe(struct rconn *p, struct rconn *r, struct cmd *cmds, s
 
 /*
  * Samples of a large string or list: ranges of bytes (GETRANGE) or elements
- * (LINDEX) at the start, the end and random places, the same on both nodes.
+ * (LINDEX) at the start, the end and places drawn by sample_seed, the same on
+ * both nodes.
  */
 static enum cmp_kind sample_positions(struct rconn *p, struct rconn *r, const char *key, size_t len,
                                       int is_list, long long n, struct canon *pc, struct canon *rc,
@@ -996,6 +1001,7 @@ static enum cmp_kind sample_positions(struct rconn *p, struct rconn *r, const ch
     char nums[CMP_SAMPLES][2][24];
     long long unit = is_list ? 1 : CMP_RANGE_BYTES;
     long long slots = (n + unit - 1) / unit; /* positions there are to sample */
+    uint64_t seed = sample_seed(key, len);
     size_t m = 0;
     enum cmp_kind k;
 
@@ -1004,7 +1010,7 @@ static enum cmp_kind sample_positions(struct rconn *p, struct rconn *r, const ch
         return CMP_ERROR;
     }
     for (long long i = 0; i < CMP_SAMPLES && i < slots; i++) {
-        long long at = i == 0 ? 0 : i == 1 ? slots - 1 : rng_below(slots);
+        long long at = i == 0 ? 0 : i == 1 ? slots - 1 : rng_below(&seed, slots);
         struct cmd *c = &cmds[m];
         if (is_list) {
             cmd_key(c, "LINDEX", key, len);

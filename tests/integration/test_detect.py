@@ -328,6 +328,29 @@ def test_big_key_is_not_fetched_whole(h):
     assert rc == 1 and found(doc, "r1")[b"big"]["kind"] == "value"
 
 
+def test_big_values_of_the_same_length_that_differ_are_confirmed(h):
+    """A large value is compared by samples; both looks of a confirmation
+    sample the same places, so a difference there is confirmed rather than
+    mistaken, look after look, for the value changing."""
+    primary = h.redis("primary")
+    replica = h.replica("replica", primary)
+    p = primary.client()
+    p.set("big", os.urandom(3 << 20))
+    p.rpush("biglist", *[os.urandom(64) for _ in range(50000)])
+    r = replica.client()
+    wait_for(lambda: r.strlen("big") == 3 << 20 and r.llen("biglist") == 50000,
+             timeout=30, what="big values replicated")
+    r.config_set("replica-read-only", "no")
+    r.setrange("big", 0, b"zzzz")  # the first range is always sampled
+    r.lset("biglist", 0, b"stale")
+    conf = h.write_file("k.conf", "primary %s\nreplica r1 %s native\nmax-value-bytes 1mb\n"
+                        "history-db \"\"\n" % (primary.addr, replica.addr))
+    rc, doc = check_json(h, conf)
+    assert rc == 1, doc
+    assert {k: d["kind"] for k, d in found(doc, "r1").items()} == \
+        {b"big": "value", b"biglist": "value"}
+
+
 def test_budget_holds(h):
     primary = h.redis("primary")
     replica = h.replica("replica", primary)

@@ -1827,19 +1827,22 @@ static void repair_backoff(struct div *v, uint64_t now)
 }
 
 /*
- * A pubsub cache repaired by publishing needs its subscriber to apply the
- * message: auto-repair holds its repairs while the channel has none, rather
- * than publish into the void and fail the verification.
+ * Which replicas' auto-repairs wait, once per turn: a pubsub cache repaired
+ * by publishing needs its subscriber to apply the message, so its repairs
+ * are held while the channel has none, rather than published into the void
+ * to fail their verification.
  */
-static int repair_held(struct detect *d, const struct div *v)
+static void repairs_held(struct detect *d, unsigned char *held)
 {
-    struct lag_view lv;
-
-    if (d->d_cfg->replicas[v->d_rep].kind != REPLICA_PUBSUB ||
-        d->d_cfg->repair_pubsub_strategy != PUBSUB_PUBLISH)
-        return 0;
-    lag_get(d->d_o.lag, v->d_rep, &lv);
-    return !lv.link_up;
+    for (int i = 0; i < d->d_cfg->nreplicas; i++) {
+        struct lag_view lv;
+        held[i] = 0;
+        if (d->d_cfg->replicas[i].kind != REPLICA_PUBSUB ||
+            d->d_cfg->repair_pubsub_strategy != PUBSUB_PUBLISH)
+            continue;
+        lag_get(d->d_o.lag, i, &lv);
+        held[i] = !lv.link_up;
+    }
 }
 
 /*
@@ -2074,15 +2077,17 @@ static int auto_repair_step(struct detect *d)
     double rate = (double)d->d_cfg->repair_max_per_sec;
     int n = 0;
     struct div *v, *next;
+    unsigned char held[CFG_MAX_REPLICAS];
 
-    if (d->d_cfg->repair != REPAIR_AUTO || d->d_paused)
+    if (d->d_cfg->repair != REPAIR_AUTO || d->d_paused || !d->d_open)
         return 0;
     d->d_repair_tokens += rate * (double)(now - d->d_repair_last_us) / 1e6;
     if (d->d_repair_tokens > rate)
         d->d_repair_tokens = rate;
     d->d_repair_last_us = now;
+    repairs_held(d, held);
     for (v = d->d_open; v; v = v->d_lnext)
-        if (v->d_state == DIV_CONFIRMED && v->d_next_repair_mono <= now && !repair_held(d, v))
+        if (v->d_state == DIV_CONFIRMED && v->d_next_repair_mono <= now && !held[v->d_rep])
             break;
     if (!v || d->d_repair_tokens < 1)
         return 0;
@@ -2092,7 +2097,7 @@ static int auto_repair_step(struct detect *d)
         return 0;
     for (v = d->d_open; v && d->d_repair_tokens >= 1 && !d->d_stop; v = next) {
         next = v->d_lnext;
-        if (v->d_state != DIV_CONFIRMED || v->d_next_repair_mono > now || repair_held(d, v))
+        if (v->d_state != DIV_CONFIRMED || v->d_next_repair_mono > now || held[v->d_rep])
             continue;
         d->d_repair_tokens -= 1;
         start_repair(d, v, TRIGGER_AUTO, 0, -1);

@@ -117,8 +117,9 @@ def start_sentinels(h, primary, n=3):
     return sentinels
 
 
-def sentinel_master(sentinels):
-    ip, port = sentinels[0][1].execute_command("SENTINEL", "get-master-addr-by-name",
+def sentinel_master(sentinels, i=0):
+    """The master's address as Sentinel number i reports it."""
+    ip, port = sentinels[i][1].execute_command("SENTINEL", "get-master-addr-by-name",
                                                "mymaster")
     return "%s:%s" % (ip, port)
 
@@ -171,8 +172,7 @@ def test_sentinel_failover(h):
         def settled():
             seen = set()
             for _ in range(3):
-                seen |= {"%s:%s" % tuple(c.execute_command(
-                    "SENTINEL", "get-master-addr-by-name", "mymaster")) for _, c in sentinels}
+                seen |= {sentinel_master(sentinels, i) for i in range(len(sentinels))}
                 time.sleep(SENTINEL_DOWN_AFTER_MS / 1000 * 0.75)
             return seen.pop() if len(seen) == 1 and primary.addr not in seen else None
         new_addr = wait_for(settled, timeout=40, what="Sentinel to settle on a master")

@@ -177,6 +177,9 @@ struct detect {
 
     /* divergences being tracked */
     struct div **d_map;
+    /* which d_map buckets hold any: 8 KB that stay in cache, so the lookup
+     * every compared key makes rarely touches the 512 KB of d_map */
+    uint64_t d_occupied[MAP_BUCKETS / 64];
     size_t d_tracked;
     struct div *d_suspects, *d_open;
     uint64_t d_next_reverify;
@@ -407,7 +410,10 @@ static uint64_t key_hash(int rep, const char *k, size_t len)
 
 static struct div *map_get(struct detect *d, int rep, const char *k, size_t len, uint64_t h)
 {
-    for (struct div *v = d->d_map[h & (MAP_BUCKETS - 1)]; v; v = v->d_next)
+    size_t b = h & (MAP_BUCKETS - 1);
+    if (!(d->d_occupied[b / 64] & (1ull << (b % 64))))
+        return NULL;
+    for (struct div *v = d->d_map[b]; v; v = v->d_next)
         if (v->d_hash == h && v->d_rep == rep && v->d_keylen == len &&
             memcmp(v->d_key, k, len) == 0)
             return v;
@@ -453,19 +459,24 @@ static struct div *map_add(struct detect *d, int rep, const char *k, size_t len,
     v->d_rep = rep;
     v->d_hash = h;
     v->d_random_slot = -1;
-    v->d_next = d->d_map[h & (MAP_BUCKETS - 1)];
-    d->d_map[h & (MAP_BUCKETS - 1)] = v;
+    size_t b = h & (MAP_BUCKETS - 1);
+    v->d_next = d->d_map[b];
+    d->d_map[b] = v;
+    d->d_occupied[b / 64] |= 1ull << (b % 64);
     d->d_tracked++;
     return v;
 }
 
 static void map_del(struct detect *d, struct div *v)
 {
-    struct div **pp = &d->d_map[v->d_hash & (MAP_BUCKETS - 1)];
+    size_t b = v->d_hash & (MAP_BUCKETS - 1);
+    struct div **pp = &d->d_map[b];
     while (*pp && *pp != v)
         pp = &(*pp)->d_next;
     if (*pp)
         *pp = v->d_next;
+    if (!d->d_map[b])
+        d->d_occupied[b / 64] &= ~(1ull << (b % 64));
     list_unlink(v);
     d->d_tracked--;
     free(v->d_key);

@@ -9,6 +9,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "repair.h"
+#include "seen.h"
 #include "store.h"
 #include "textenc.h"
 #include "webhook.h"
@@ -35,8 +36,9 @@
 #define JOB_KEYS_MAX      1000
 #define GUARD_SECONDS     60
 #define GUARD_MIN_KEYS    200
-#define REPAIR_RETRY_US   30000000u /* a dry run is repeated after this long */
-#define REPAIR_BACKOFF_US 1000000u  /* a failed repair is retried after 1, 2, 4 ... 30 s */
+#define REPAIR_RETRY_US   30000000u  /* a dry run is repeated after this long */
+#define REPAIR_BACKOFF_US 1000000u   /* a failed repair is retried after 1, 2, 4 ... 30 s */
+#define SEEN_MAX          (4u << 20) /* primary keys a pass remembers (8 bytes each) */
 
 enum job_state { JOB_QUEUED, JOB_RUNNING, JOB_DONE };
 static const char *const job_state_names[] = {"queued", "running", "done"};
@@ -187,6 +189,8 @@ struct detect {
     /* scan cycle */
     unsigned long long d_cursor;
     uint64_t d_cycle_start_us, d_cycle_keys;
+    /* one pass: the keys the primary's scan returned, for the replica scan after it */
+    struct seen d_seen;
 
     /* watch queue (producer: watch thread) */
     pthread_mutex_t d_wmu;
@@ -1323,70 +1327,88 @@ static void cycle_end(struct detect *d)
 }
 
 /*
- * Replica scan: marks in lacks[] the SCAN keys the primary does not hold now
- * (one EXISTS for the page, then one per key only when some are lacking). Keys the primary holds
- * are compared by the primary's own scan; comparing them here again would double the work of a
- * pass. An error reply keeps the key (compared, to be safe). -1 when the
- * primary could not be read.
+ * Replica scan: marks in lacks[] the SCAN keys the primary does not hold now.
+ * Keys the primary holds are compared by the primary's own scan; comparing
+ * them here again would double the work of a pass. In one pass, the keys
+ * the primary's scan returned are not asked about at all (see struct seen):
+ * they were compared as of that scan. The rest get one EXISTS for the page,
+ * then one per key only when some are lacking. An error reply keeps the key
+ * (compared, to be safe). -1 when the primary could not be read.
  */
 static int primary_lacks(struct detect *d, const redisReply *keys, unsigned char *lacks)
 {
-    /* First one EXISTS with every key of the page: it counts each key listed
-     * that exists (a repeated key as often as listed), so a count equal to
-     * the number of keys means the primary holds them all, which is nearly
-     * always the case; only otherwise is each key asked on its own. One
-     * command instead of one per key for the whole page. */
+    /* lacks[i] = 1 first marks the keys to ask about. */
     size_t nk = 0;
-    for (size_t i = 0; i < keys->elements; i++)
-        nk += keys->element[i]->type == REDIS_REPLY_STRING;
-    if (nk) {
-        const char **a = malloc((nk + 1) * sizeof(*a));
-        size_t *l = malloc((nk + 1) * sizeof(*l));
-        redisReply *e = NULL;
-        if (a && l) {
-            size_t k = 0;
-            a[k] = "EXISTS", l[k++] = 6;
-            for (size_t i = 0; i < keys->elements; i++)
-                if (keys->element[i]->type == REDIS_REPLY_STRING)
-                    a[k] = keys->element[i]->str, l[k++] = keys->element[i]->len;
-            /* Paced and counted as the lookups it makes, like the per-key
-             * EXISTS it replaces, so the budget still bounds the load. */
-            budget_take(d, (double)nk);
-            e = rconn_argv(d->d_p, (int)k, a, l);
-            if (e)
-                rconn_count(d->d_p, (unsigned)nk - 1);
+    if (d->d_seen.s_idx) {
+        uint64_t *h = malloc(keys->elements * sizeof(*h));
+        if (h) {
+            for (size_t i = 0; i < keys->elements; i++) {
+                const redisReply *k = keys->element[i];
+                h[i] = k->type == REDIS_REPLY_STRING ? key_hash(-1, k->str, (size_t)k->len) : 0;
+            }
+            seen_has_many(&d->d_seen, h, keys->elements, lacks);
+            free(h);
         }
-        free(a);
-        free(l);
-        if (a && l && !e)
-            return -1; /* the connection failed */
-        int all = e && e->type == REDIS_REPLY_INTEGER && e->integer == (long long)nk;
+    }
+    for (size_t i = 0; i < keys->elements; i++) {
+        lacks[i] = keys->element[i]->type == REDIS_REPLY_STRING && !lacks[i];
+        nk += lacks[i];
+    }
+    if (!nk)
+        return 0;
+
+    /* One EXISTS with every key asked about: it counts each key listed that
+     * exists (a repeated key as often as listed), so a count equal to the
+     * number of keys means the primary holds them all, which is nearly
+     * always the case; only otherwise is each key asked on its own. */
+    const char **a = malloc((nk + 1) * sizeof(*a));
+    size_t *l = malloc((nk + 1) * sizeof(*l));
+    redisReply *e = NULL;
+    if (a && l) {
+        size_t k = 0;
+        a[k] = "EXISTS", l[k++] = 6;
+        for (size_t i = 0; i < keys->elements; i++)
+            if (lacks[i])
+                a[k] = keys->element[i]->str, l[k++] = keys->element[i]->len;
+        /* Paced and counted as the lookups it makes, like the per-key
+         * EXISTS it replaces, so the budget still bounds the load. */
+        budget_take(d, (double)nk);
+        e = rconn_argv(d->d_p, (int)k, a, l);
         if (e)
-            freeReplyObject(e);
-        if (all)
-            return 0; /* lacks[] stays all 0 */
+            rconn_count(d->d_p, (unsigned)nk - 1);
+    }
+    free(a);
+    free(l);
+    if (a && l && !e)
+        return -1; /* the connection failed */
+    int all = e && e->type == REDIS_REPLY_INTEGER && e->integer == (long long)nk;
+    if (e)
+        freeReplyObject(e);
+    if (all) {
+        memset(lacks, 0, keys->elements);
+        return 0;
     }
     for (size_t at = 0; at < keys->elements; at += BATCH_MAX) {
         size_t n = keys->elements - at < BATCH_MAX ? keys->elements - at : BATCH_MAX, sent = 0;
-        budget_take(d, (double)n);
         for (size_t i = at; i < at + n; i++) {
             const redisReply *k = keys->element[i];
-            if (k->type != REDIS_REPLY_STRING)
+            if (!lacks[i])
                 continue;
-            const char *a[2] = {"EXISTS", k->str};
-            size_t l[2] = {6, k->len};
-            if (rconn_append_argv(d->d_p, 2, a, l) < 0)
+            const char *c[2] = {"EXISTS", k->str};
+            size_t cl[2] = {6, k->len};
+            if (rconn_append_argv(d->d_p, 2, c, cl) < 0)
                 return -1;
             sent++;
         }
+        budget_take(d, (double)sent);
         for (size_t i = at; i < at + n && sent; i++) {
-            if (keys->element[i]->type != REDIS_REPLY_STRING)
+            if (!lacks[i])
                 continue;
-            redisReply *e = rconn_reply(d->d_p);
-            if (!e)
+            redisReply *r = rconn_reply(d->d_p);
+            if (!r)
                 return -1;
-            lacks[i] = !(e->type == REDIS_REPLY_INTEGER && e->integer > 0);
-            freeReplyObject(e);
+            lacks[i] = !(r->type == REDIS_REPLY_INTEGER && r->integer > 0);
+            freeReplyObject(r);
             sent--;
         }
     }
@@ -1462,6 +1484,10 @@ static int scan_step(struct detect *d, struct rconn *c, struct ahead *ah,
     scan_ahead(d, ah, *cursor, pat, count);
     redisReply *keys = r->element[1];
     unsigned char *lacks = NULL;
+    if (rep < 0 && d->d_o.one_pass)
+        for (size_t i = 0; i < keys->elements; i++)
+            if (keys->element[i]->type == REDIS_REPLY_STRING)
+                seen_add(&d->d_seen, key_hash(-1, keys->element[i]->str, keys->element[i]->len));
     if (rep >= 0 && keys->elements) {
         lacks = calloc(keys->elements, 1);
         if (!lacks || primary_lacks(d, keys, lacks) < 0) {
@@ -2505,9 +2531,12 @@ static void *engine_main(void *arg)
             busy++;
             if (rc == 1) {
                 cycle_end(d);
-                if (d->d_o.one_pass)
+                if (d->d_o.one_pass) {
                     scan_done = 1;
-                else
+                    if (seen_seal(&d->d_seen) < 0)
+                        log_warnx("check: no memory for the scanned keys' index; the replica "
+                                  "scan asks the primary about every key");
+                } else
                     cycle_start(d);
                 errors_in_row = 0;
             } else if (rc < 0) {
@@ -2524,7 +2553,10 @@ static void *engine_main(void *arg)
                 errors_in_row = 0;
             }
         }
-        if ((modes & MODE_REPLICA_SCAN) && !rscan_done && cfg->nreplicas > 0) {
+        /* In one pass the replica scan follows the primary's, which it
+         * then asks only about keys that scan did not return. */
+        if ((modes & MODE_REPLICA_SCAN) && !rscan_done && cfg->nreplicas > 0 &&
+            (!d->d_o.one_pass || scan_done)) {
             struct rstate *rs = &d->d_rs[rscan_rep];
             int rc = scan_step(d, rs->rs_conn, &rs->rs_ahead, &rs->rs_cursor, rscan_rep);
             busy++;
@@ -2612,6 +2644,7 @@ struct detect *detect_start(const struct detect_opts *o)
         (o->one_pass && !d->d_pahead.a_conn))
         goto fail;
     if (o->one_pass) {
+        seen_init(&d->d_seen, SEEN_MAX);
         d->d_fetch[0] = node_conn(cfg, &cfg->primary, o->primary, o->db, 0);
         d->d_fslot = calloc(2, sizeof(*d->d_fslot));
         if (!d->d_fetch[0] || !d->d_fslot)
@@ -2677,6 +2710,7 @@ fail:
     free(d->d_buckets);
     free(d->d_rs);
     free(d->d_map);
+    seen_free(&d->d_seen);
     free(d);
     return NULL;
 }
@@ -2752,6 +2786,7 @@ void detect_stop(struct detect *d)
     free(d->d_buckets);
     free(d->d_rs);
     free(d->d_map);
+    seen_free(&d->d_seen);
     free(d);
 }
 

@@ -85,6 +85,35 @@ def test_check_finds_every_kind_on_a_native_replica(h):
     assert b'"bin\\x00key\\x0awith\\xffbytes \\xc3\\xa9"' in p.stdout, p.stdout
 
 
+def test_check_asks_the_primary_only_about_keys_its_scan_did_not_return(h):
+    """A check's replica scan runs after the primary's and asks the primary
+    only about keys that scan never returned: the extras, not all 5,000."""
+    primary = h.redis("primary")
+    replica = h.replica("replica", primary)
+    p = primary.client()
+    pipe = p.pipeline(transaction=False)
+    for i in range(5000):
+        pipe.set("s:%d" % i, i)
+    pipe.execute()
+    r = replica.client()
+    wait_for(lambda: r.dbsize() >= 5000, what="sync")
+    r.config_set("replica-read-only", "no")
+    r.set("s:extra:1", "x")
+    r.set("s:extra:2", "x")
+    conf = h.write_file("k.conf", "primary %s\nreplica r1 %s native\nscan-count 100\n"
+                        "history-db \"\"\n" % (primary.addr, replica.addr))
+    p.config_resetstat()
+    rc, doc = check_json(h, conf)
+    assert rc == 1
+    assert {k: d["kind"] for k, d in found(doc, "r1").items()} == {
+        b"s:extra:1": "extra", b"s:extra:2": "extra"}
+    assert doc["keys_checked"] >= 5000
+    # About 50 replica pages: one EXISTS each before; now at most one per
+    # page holding an extra, then one per extra.
+    exists = p.info("commandstats").get("cmdstat_exists", {"calls": 0})["calls"]
+    assert exists <= 4, exists
+
+
 def test_check_finds_every_kind_on_a_pubsub_cache(h):
     primary = h.redis("primary")
     cache = h.redis("cache")

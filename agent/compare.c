@@ -1028,45 +1028,63 @@ static enum cmp_kind sample_positions(struct rconn *p, struct rconn *r, const ch
 }
 
 /*
- * Samples of a large hash, set or zset: random members from each node
- * (HRANDFIELD, SRANDMEMBER, ZRANDMEMBER with a positive count: distinct),
- * then, for their union, on both nodes: hash value lengths (HSTRLEN) and the
- * values short enough to fetch (HMGET); set membership (SMISMEMBER); scores
- * (ZMSCORE).
+ * Samples of a large hash, set or zset: members from each node, then, for
+ * their union, on both nodes: hash value lengths (HSTRLEN) and the values
+ * short enough to fetch (HMGET); set membership (SMISMEMBER); scores
+ * (ZMSCORE). A set's or zset's members are one SSCAN / ZSCAN page from a
+ * cursor drawn by sample_seed: the same members at both looks of a
+ * confirmation while the value stays as it was (random members would read
+ * as the value changing, and a difference would never be confirmed). A
+ * hash's are random (HRANDFIELD: HSCAN would fetch the values too, and
+ * HSCAN NOVALUES needs redis 7.4), so a difference only in sampled fields
+ * of an equal-length hash is found but not confirmed.
  */
 static enum cmp_kind sample_members(struct rconn *p, struct rconn *r, const char *key, size_t len,
                                     enum dtype dt, struct canon *pc, struct canon *rc,
                                     const char **why)
 {
-    static const char *const randcmd[DT_COUNT] = {
-        [DT_HASH] = "HRANDFIELD", [DT_SET] = "SRANDMEMBER", [DT_ZSET] = "ZRANDMEMBER"};
+    static const char *const drawcmd[DT_COUNT] = {
+        [DT_HASH] = "HRANDFIELD", [DT_SET] = "SSCAN", [DT_ZSET] = "ZSCAN"};
     struct cmd *cmds = calloc(2 * CMP_SAMPLES + 1, sizeof(*cmds));
     redisReply *pr[1] = {NULL}, *rr[1] = {NULL};
     redisReply *lp[2 * CMP_SAMPLES], *lr[2 * CMP_SAMPLES];
     const redisReply *mem[2 * CMP_SAMPLES];
-    char count[24];
+    char count[24], cursor[24];
     size_t nm = 0;
+    int scan = dt != DT_HASH;
     enum cmp_kind k = CMP_ERROR;
 
     if (!cmds) {
         *why = "out of memory";
         return CMP_ERROR;
     }
-    cmd_key(&cmds[0], randcmd[dt], key, len);
+    cmd_key(&cmds[0], drawcmd[dt], key, len);
+    if (scan) {
+        /* Any cursor is valid: the server masks it to its table's size. */
+        snprintf(cursor, sizeof(cursor), "%llu", (unsigned long long)(sample_seed(key, len) >> 1));
+        cmd_add(&cmds[0], cursor, strlen(cursor));
+        cmd_add(&cmds[0], "COUNT", 5);
+    }
     cmd_add_ll(&cmds[0], count, sizeof(count), CMP_SAMPLES);
     if (pair_run(p, r, cmds, 1, pr, rr, why) < 0)
         goto out;
     if (first_error(pr, rr, 1, why))
         goto out;
-    if (pr[0]->type != REDIS_REPLY_ARRAY || rr[0]->type != REDIS_REPLY_ARRAY) {
-        *why = "unexpected reply to a random-member command";
-        goto out;
-    }
     for (size_t s = 0; s < 2; s++) {
         const redisReply *a = s ? rr[0] : pr[0];
-        for (size_t i = 0; i < a->elements && nm < 2 * CMP_SAMPLES; i++)
-            if (a->element[i]->type == REDIS_REPLY_STRING)
+        if (scan && a->type == REDIS_REPLY_ARRAY && a->elements == 2)
+            a = a->element[1]; /* [next cursor, page] */
+        if (a->type != REDIS_REPLY_ARRAY) {
+            *why = "unexpected reply to a member-sampling command";
+            goto out;
+        }
+        /* A page may hold more than COUNT; a zset's alternates member, score. */
+        size_t step = dt == DT_ZSET ? 2 : 1, took = 0;
+        for (size_t i = 0; i < a->elements && took < CMP_SAMPLES; i += step)
+            if (a->element[i]->type == REDIS_REPLY_STRING) {
                 mem[nm++] = a->element[i];
+                took++;
+            }
     }
 
     if (dt == DT_SET || dt == DT_ZSET) {

@@ -366,18 +366,28 @@ def test_big_values_of_the_same_length_that_differ_are_confirmed(h):
     p = primary.client()
     p.set("big", os.urandom(3 << 20))
     p.rpush("biglist", *[os.urandom(64) for _ in range(50000)])
+    members = [os.urandom(64) for _ in range(20000)]
+    p.sadd("bigset", *members)
+    p.zadd("bigzset", {m: i for i, m in enumerate(members)})
     r = replica.client()
-    wait_for(lambda: r.strlen("big") == 3 << 20 and r.llen("biglist") == 50000,
-             timeout=30, what="big values replicated")
+    wait_for(lambda: r.strlen("big") == 3 << 20 and r.llen("biglist") == 50000
+             and r.zcard("bigzset") == 20000, timeout=30, what="big values replicated")
     r.config_set("replica-read-only", "no")
     r.setrange("big", 0, b"zzzz")  # the first range is always sampled
     r.lset("biglist", 0, b"stale")
+    # A set with as many members, none the same; a zset whose scores all
+    # differ: every sample shows it, and both looks sample the same members.
+    r.delete("bigset")
+    r.sadd("bigset", *[os.urandom(64) for _ in range(20000)])
+    r.zadd("bigzset", {m: i + 0.5 for i, m in enumerate(members)})
+    for k in ("bigset", "bigzset"):
+        assert p.memory_usage(k) > 1 << 20, k
     conf = h.write_file("k.conf", "primary %s\nreplica r1 %s native\nmax-value-bytes 1mb\n"
                         "history-db \"\"\n" % (primary.addr, replica.addr))
     rc, doc = check_json(h, conf)
     assert rc == 1, doc
     assert {k: d["kind"] for k, d in found(doc, "r1").items()} == \
-        {b"big": "value", b"biglist": "value"}
+        {b"big": "value", b"biglist": "value", b"bigset": "value", b"bigzset": "value"}
 
 
 def test_budget_holds(h):

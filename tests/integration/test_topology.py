@@ -407,8 +407,9 @@ def test_cluster_shards(h):
 # The agent's minimal ACL rule, as docs/deployment.md gives it (with repairs).
 AGENT_ACL = ("reset on >s3cret ~* resetchannels &cache_update &__keyevent@0__:* -@all "
              "+ping +info +role +select +readonly +dbsize +scan +randomkey +type +exists "
-             "+dump +pttl +get +strlen +getrange +hgetall +hlen +hrandfield +smembers +scard "
-             "+srandmember +zrange +zcard +zrandmember +lrange +llen +lindex +xrange +xlen "
+             "+dump +pttl +get +strlen +getrange +hgetall +hlen +hrandfield +hstrlen +hmget "
+             "+smembers +scard +sscan +smismember +zrange +zcard +zscan +zmscore +lrange +llen "
+             "+lindex +xrange +xrevrange +xlen "
              "+memory|usage +set +del +restore +publish +pubsub|numsub +client|list +mget "
              "+subscribe +psubscribe +config|get +config|set +eval +evalsha +script|load")
 
@@ -469,6 +470,24 @@ def test_acl_minimal_user(h):
              what="divergence confirmed")
     wait_for(lambda: rc.get("acl:7") == b"v", timeout=30, what="divergence repaired")
     assert agent.metric("keydrift_watch_enabled") == 1
+    # A check under the same user, with values of every type above
+    # max-value-bytes: their sampled comparison is allowed too.
+    p.set("acl:big:string", "x" * 20000)
+    p.rpush("acl:big:list", *("element:%d" % i for i in range(2000)))
+    p.hset("acl:big:hash", mapping={"f%d" % i: i for i in range(2000)})
+    p.sadd("acl:big:set", *range(2000))
+    p.zadd("acl:big:zset", {"m%d" % i: i for i in range(2000)})
+    for i in range(1000):
+        p.xadd("acl:big:stream", {"f": i})
+    wait_for(lambda: rc.xlen("acl:big:stream") == 1000, what="replicated")
+    for k in p.scan_iter(match="acl:big:*"):
+        assert p.memory_usage(k) > 10 << 10, k
+    conf = h.write_file("acl.conf", "primary %s\nreplica r1 %s native\nredis-user keydrift\n"
+                        "redis-password-file %s\nmax-value-bytes 10kb\nhistory-db \"\"\n"
+                        % (primary.addr, replica.addr, pw))
+    chk = h.run_keydrift("check", conf, "--json", timeout=60)
+    doc = json.loads(chk.stdout)
+    assert chk.returncode == 0 and doc["keys_checked"] >= 56, (chk.stdout, chk.stderr)
     denied = acl_denials(primary) + acl_denials(replica)
     assert denied == [], denied
     assert "NOPERM" not in agent.proc.output()

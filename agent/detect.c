@@ -38,6 +38,7 @@
 #define GUARD_MIN_KEYS    200
 #define REPAIR_RETRY_US   30000000u  /* a dry run is repeated after this long */
 #define REPAIR_BACKOFF_US 1000000u   /* a failed repair is retried after 1, 2, 4 ... 30 s */
+#define IDLE_CYCLE_US     1000000u   /* a sampler that found only the agent's keys rests */
 #define SEEN_MAX          (4u << 20) /* primary keys a pass remembers (8 bytes each) */
 
 enum job_state { JOB_QUEUED, JOB_RUNNING, JOB_DONE };
@@ -140,6 +141,7 @@ struct rstate {
     struct ahead rs_ahead;
     unsigned long long rs_cursor; /* replica-scan */
     int rs_cycle_done;
+    uint64_t rs_cycle_start_us, rs_cycle_keys, rs_idle_until;
     /* random-sample window: 1 = divergent, 0 = equal, per slot */
     unsigned char *rs_win;
     long rs_win_n, rs_win_pos;
@@ -189,6 +191,13 @@ struct detect {
     /* scan cycle */
     unsigned long long d_cursor;
     uint64_t d_cycle_start_us, d_cycle_keys;
+    /* Keys (not the agent's, not excluded) the cycle's SCAN returned. A
+     * cycle that found none (an empty database, or one holding only the
+     * heartbeat and markers) is not followed by the next for IDLE_CYCLE_US,
+     * nor a random sample that found none: otherwise they would loop on the
+     * agent's own keys as fast as the budget lets them. */
+    uint64_t d_cycle_found, d_scan_idle_until, d_random_idle_until;
+    int d_cycle_due; /* the next cycle starts once the rest is over */
     /* one pass: the keys the primary's scan returned, for the replica scan after it */
     struct seen d_seen;
 
@@ -1287,6 +1296,7 @@ static void cycle_start(struct detect *d)
     redisReply *r = rconn_command(d->d_p, "DBSIZE");
     d->d_cycle_start_us = clock_mono_us();
     d->d_cycle_keys = 0;
+    d->d_cycle_found = 0;
     uint64_t n = r && r->type == REDIS_REPLY_INTEGER ? (uint64_t)r->integer : 0;
     pthread_mutex_lock(&d->d_pmu);
     d->d_prog.keys_in_db = n;
@@ -1351,7 +1361,8 @@ static int primary_lacks(struct detect *d, const redisReply *keys, unsigned char
         }
     }
     for (size_t i = 0; i < keys->elements; i++) {
-        lacks[i] = keys->element[i]->type == REDIS_REPLY_STRING && !lacks[i];
+        const redisReply *k = keys->element[i];
+        lacks[i] = k->type == REDIS_REPLY_STRING && !lacks[i] && !excluded(d, k->str, k->len);
         nk += lacks[i];
     }
     if (!nk)
@@ -1497,9 +1508,13 @@ static int scan_step(struct detect *d, struct rconn *c, struct ahead *ah,
         }
     }
     b.n = 0;
+    uint64_t found = 0;
     for (size_t i = 0; i < keys->elements; i++) {
         redisReply *k = keys->element[i];
-        if (k->type != REDIS_REPLY_STRING || excluded(d, k->str, k->len) || (lacks && !lacks[i]))
+        if (k->type != REDIS_REPLY_STRING || excluded(d, k->str, k->len))
+            continue;
+        found++;
+        if (lacks && !lacks[i])
             continue;
         if (rep < 0 && d->d_fetch[0] && fetch_add(d, k->str, k->len) == 0)
             continue; /* fetched ahead, judged by fetch_push / fetch_drain */
@@ -1524,6 +1539,10 @@ static int scan_step(struct detect *d, struct rconn *c, struct ahead *ah,
             check_batch(d, &b, M_REPLICA_SCAN, rep);
         }
     }
+    if (rep < 0)
+        d->d_cycle_found += found;
+    else
+        d->d_rs[rep].rs_cycle_keys += found;
     if (ended && rep < 0)
         fetch_drain(d); /* the cycle's keys are all judged when it ends */
     free(lacks);
@@ -1531,8 +1550,11 @@ static int scan_step(struct detect *d, struct rconn *c, struct ahead *ah,
     return ended;
 }
 
-/* Draws n RANDOMKEY samples from the primary and checks them on every replica. */
-static void random_step(struct detect *d, int n)
+/*
+ * Draws n RANDOMKEY samples from the primary and checks them on every
+ * replica. Returns how many were keys to compare (not the agent's own).
+ */
+static int random_step(struct detect *d, int n)
 {
     static long sample_no;
     redisReply *rr[BATCH_MAX];
@@ -1544,7 +1566,7 @@ static void random_step(struct detect *d, int n)
     budget_take(d, n);
     for (int i = 0; i < n; i++)
         if (rconn_append(d->d_p, "RANDOMKEY") < 0)
-            return;
+            return 0;
     for (int i = 0; i < n; i++) {
         rr[i] = rconn_reply(d->d_p);
         if (!rr[i])
@@ -1560,6 +1582,7 @@ static void random_step(struct detect *d, int n)
         check_batch(d, &b, M_RANDOM, -1);
     for (int i = 0; i < got; i++)
         freeReplyObject(rr[i]);
+    return b.n;
 }
 
 /* ------------------------------------------------------------ watch */
@@ -2526,7 +2549,12 @@ static void *engine_main(void *arg)
             usleep(100000);
             continue;
         }
-        if ((modes & MODE_SCAN) && !scan_done) {
+        uint64_t now = clock_mono_us();
+        if ((modes & MODE_SCAN) && !scan_done && now >= d->d_scan_idle_until) {
+            if (d->d_cycle_due) {
+                d->d_cycle_due = 0;
+                cycle_start(d);
+            }
             int rc = scan_step(d, d->d_p, &d->d_pahead, &d->d_cursor, -1);
             busy++;
             if (rc == 1) {
@@ -2536,8 +2564,11 @@ static void *engine_main(void *arg)
                     if (seen_seal(&d->d_seen) < 0)
                         log_warnx("check: no memory for the scanned keys' index; the replica "
                                   "scan asks the primary about every key");
-                } else
-                    cycle_start(d);
+                } else {
+                    if (!d->d_cycle_found)
+                        d->d_scan_idle_until = d->d_cycle_start_us + IDLE_CYCLE_US;
+                    d->d_cycle_due = 1;
+                }
                 errors_in_row = 0;
             } else if (rc < 0) {
                 fetch_drain(d);
@@ -2558,14 +2589,22 @@ static void *engine_main(void *arg)
         if ((modes & MODE_REPLICA_SCAN) && !rscan_done && cfg->nreplicas > 0 &&
             (!d->d_o.one_pass || scan_done)) {
             struct rstate *rs = &d->d_rs[rscan_rep];
-            int rc = scan_step(d, rs->rs_conn, &rs->rs_ahead, &rs->rs_cursor, rscan_rep);
-            busy++;
-            if (rc == 1) {
-                rs->rs_cycle_done = 1;
-                if (d->d_o.one_pass) {
-                    rscan_done = 1;
-                    for (int i = 0; i < cfg->nreplicas; i++)
-                        rscan_done &= d->d_rs[i].rs_cycle_done;
+            if (now >= rs->rs_idle_until) {
+                if (!rs->rs_cursor && !rs->rs_cycle_start_us)
+                    rs->rs_cycle_start_us = now;
+                int rc = scan_step(d, rs->rs_conn, &rs->rs_ahead, &rs->rs_cursor, rscan_rep);
+                busy++;
+                if (rc == 1) {
+                    if (!rs->rs_cycle_keys)
+                        rs->rs_idle_until = rs->rs_cycle_start_us + IDLE_CYCLE_US;
+                    rs->rs_cycle_keys = 0;
+                    rs->rs_cycle_start_us = 0;
+                    rs->rs_cycle_done = 1;
+                    if (d->d_o.one_pass) {
+                        rscan_done = 1;
+                        for (int i = 0; i < cfg->nreplicas; i++)
+                            rscan_done &= d->d_rs[i].rs_cycle_done;
+                    }
                 }
             }
             rscan_rep = (rscan_rep + 1) % cfg->nreplicas;
@@ -2573,8 +2612,9 @@ static void *engine_main(void *arg)
                 while (d->d_rs[rscan_rep].rs_cycle_done && !rscan_done)
                     rscan_rep = (rscan_rep + 1) % cfg->nreplicas;
         }
-        if ((modes & MODE_RANDOM) && !d->d_o.one_pass) {
-            random_step(d, d->d_batch / 4 + 1);
+        if ((modes & MODE_RANDOM) && !d->d_o.one_pass && now >= d->d_random_idle_until) {
+            if (!random_step(d, d->d_batch / 4 + 1))
+                d->d_random_idle_until = clock_mono_us() + IDLE_CYCLE_US;
             busy++;
         }
         publish_progress(d);

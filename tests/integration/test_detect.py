@@ -236,6 +236,10 @@ def confirmed_rows(agent):
     return [(bytes(r[1]), r[2]) for r in db_rows(agent.db, "confirmed_at IS NOT NULL")]
 
 
+def confirmed_kinds(agent):
+    return set(confirmed_rows(agent))
+
+
 def test_no_false_alarms_from_a_slow_subscriber(h):
     """A key-format subscriber copies a key's current value, so a cache 0.3 s
     behind shows the newest heartbeat while older updates still wait in its
@@ -388,6 +392,39 @@ def test_big_values_of_the_same_length_that_differ_are_confirmed(h):
     assert rc == 1, doc
     assert {k: d["kind"] for k, d in found(doc, "r1").items()} == \
         {b"big": "value", b"biglist": "value", b"bigset": "value", b"bigzset": "value"}
+
+
+def test_samplers_rest_on_a_database_of_only_the_agents_keys(h):
+    """With nothing but the heartbeat and markers in the database, scan,
+    replica-scan and random samples do not loop on them as fast as the
+    budget allows; a key written later is still found."""
+    primary = h.redis("primary")
+    replica = h.replica("replica", primary)
+    cache = h.redis("cache")
+    h.sync(primary, cache)
+    agent = Agent(h, primary, [("r1", replica, "native"), ("c1", cache, "pubsub")])
+    wait_for(lambda: agent.replica_status("c1")["lag_seconds"] is not None, what="lag")
+    time.sleep(1.0)
+    p = primary.client()
+
+    def calls():
+        st = p.info("commandstats")
+        return {c: st.get("cmdstat_" + c, {"calls": 0})["calls"]
+                for c in ("scan", "randomkey", "exists")}
+
+    c0 = calls()
+    time.sleep(3.0)
+    c1 = calls()
+    rate = {c: (c1[c] - c0[c]) / 3.0 for c in c0}
+    print("sampling commands a second on the primary:", rate)
+    # About one cycle and one random batch a second (it was ~350 EXISTS and
+    # ~320 RANDOMKEY a second at the default budget).
+    assert rate["randomkey"] < 30 and rate["exists"] < 5 and rate["scan"] < 10, rate
+    r = replica.client()
+    r.config_set("replica-read-only", "no")
+    r.set("late:extra", "x")
+    wait_for(lambda: (b"late:extra", "extra") in confirmed_kinds(agent), timeout=30 * SLOW,
+             what="the key written later found")
 
 
 def test_budget_holds(h):

@@ -37,11 +37,51 @@ int seen_add(struct seen *s, uint64_t h)
 }
 
 /*
- * Sorts by the top IDX_BITS bits (one counting pass, then each hash copied
- * to its bucket in a second array: reads in order and writes that do not
- * wait on each other, so millions take milliseconds), then each bucket, a
- * few hashes on average, by insertion. s_idx[p] is then the first hash whose
- * top bits are >= p. The first array is freed: at the peak, 16 bytes a hash.
+ * Sorts a[0..n) in place by the byte at shift, then each bucket by the next
+ * byte down (an American flag sort: each value is swapped straight into its
+ * bucket; with 256 buckets the places written to stay in cache), and
+ * buckets of a few values by insertion.
+ */
+static void flag_sort(uint64_t *a, size_t n, int shift)
+{
+    size_t start[257] = {0}, next[256];
+
+    if (n <= 32 || shift < 0) {
+        for (size_t i = 1; i < n; i++) {
+            uint64_t v = a[i];
+            size_t j = i;
+            for (; j > 0 && a[j - 1] > v; j--)
+                a[j] = a[j - 1];
+            a[j] = v;
+        }
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        start[((a[i] >> shift) & 255) + 1]++;
+    for (size_t b = 0; b < 256; b++) {
+        start[b + 1] += start[b];
+        next[b] = start[b];
+    }
+    for (size_t b = 0; b < 256; b++) {
+        while (next[b] < start[b + 1]) {
+            uint64_t v = a[next[b]];
+            size_t q = (size_t)((v >> shift) & 255);
+            if (q == b) {
+                next[b]++;
+                continue;
+            }
+            a[next[b]] = a[next[q]];
+            a[next[q]++] = v;
+        }
+    }
+    for (size_t b = 0; b < 256; b++)
+        flag_sort(a + start[b], start[b + 1] - start[b], shift - 8);
+}
+
+/*
+ * Sorts in place (no second array: 8 bytes a hash at the peak too), gives
+ * back what the array's doubling left unused, and indexes: s_idx[p] is the
+ * first hash whose top IDX_BITS bits are >= p.
  */
 int seen_seal(struct seen *s)
 {
@@ -49,35 +89,23 @@ int seen_seal(struct seen *s)
 
     if (s->s_idx)
         return 0;
-    uint32_t *idx = calloc(np + 1, sizeof(*idx));
-    uint32_t *next = malloc(np * sizeof(*next));
-    uint64_t *out = malloc((s->s_n ? s->s_n : 1) * sizeof(*out));
-    if (!idx || !next || !out) {
-        free(idx);
-        free(next);
-        free(out);
+    uint32_t *idx = malloc((np + 1) * sizeof(*idx));
+    if (!idx)
         return -1;
-    }
-    for (size_t i = 0; i < s->s_n; i++)
-        idx[(s->s_h[i] >> (64 - IDX_BITS)) + 1]++;
-    for (size_t p = 0; p < np; p++) {
-        idx[p + 1] += idx[p];
-        next[p] = idx[p];
-    }
-    for (size_t i = 0; i < s->s_n; i++)
-        out[next[s->s_h[i] >> (64 - IDX_BITS)]++] = s->s_h[i];
-    free(next);
-    for (size_t p = 0; p < np; p++)
-        for (size_t i = idx[p] + 1; i < idx[p + 1]; i++) {
-            uint64_t h = out[i];
-            size_t j = i;
-            for (; j > idx[p] && out[j - 1] > h; j--)
-                out[j] = out[j - 1];
-            out[j] = h;
+    flag_sort(s->s_h, s->s_n, 56);
+    if (s->s_n && s->s_n < s->s_cap) {
+        uint64_t *nh = realloc(s->s_h, s->s_n * sizeof(*nh));
+        if (nh) {
+            s->s_h = nh;
+            s->s_cap = s->s_n;
         }
-    free(s->s_h);
-    s->s_h = out;
-    s->s_cap = s->s_n;
+    }
+    size_t at = 0;
+    for (size_t p = 0; p <= np; p++) {
+        while (at < s->s_n && (s->s_h[at] >> (64 - IDX_BITS)) < p)
+            at++;
+        idx[p] = (uint32_t)at;
+    }
     s->s_idx = idx;
     return 0;
 }

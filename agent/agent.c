@@ -70,6 +70,9 @@ static void agent_collect(void *arg)
         }
         topo_unit_collect(un);
     }
+    struct detect_progress sum;
+    topo_units_progress(a->a_units, a->a_nunits, &sum);
+    detect_metrics_summary(&sum);
     if (a->a_store) {
         metric_set(metrics_series0(m_store_err),
                    (double)(store_errors_total(a->a_store) + a->a_store_open_failures));

@@ -321,6 +321,7 @@ int cmd_check(int argc, char **argv)
             print_table(&fs, p.keys_checked, secs);
         rc = fs.n ? 1 : 0;
     }
+    detect_metrics_summary(&p);
     if (push_url &&
         push_check(push_url, &cfg, failed ? -1 : (long long)fs.n, secs, err, sizeof(err)) < 0) {
         fprintf(stderr, "keydrift check: push to %s failed: %s\n", push_url, err);

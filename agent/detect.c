@@ -500,8 +500,8 @@ static void map_del(struct detect *d, struct div *v)
 
 /*
  * Refills each node's bucket and returns how long to wait (µs) before
- * `need` more commands fit on every node. Every command the agent sends to
- * a node (lag polling included) is counted, through the node's counter.
+ * `need` more commands may go to every node. Every command the agent sends
+ * to a node (lag polling included) is counted, through the node's counter.
  */
 /*
  * The buckets, one per node for the whole process: engines of several
@@ -562,8 +562,13 @@ static uint64_t budget_wait(struct detect *d, double need)
             b->b_tokens = burst;
         b->b_last_us = now;
         b->b_last_cmds = cmds;
-        if (b->b_tokens < need) {
-            uint64_t w = (uint64_t)((need - b->b_tokens) / rate * 1e6);
+        /* Go as soon as the bucket is not in debt, and let the commands
+         * sent run it into debt: waiting for `need` tokens instead let an
+         * engine asking little at a time (a small db) keep the bucket below
+         * what an engine asking a full batch needs, for ever. The rate holds
+         * on average; a burst is at most one batch over it. */
+        if (b->b_tokens < 0) {
+            uint64_t w = (uint64_t)(-b->b_tokens / rate * 1e6) + 1;
             if (w > wait)
                 wait = w;
         }
@@ -1321,7 +1326,6 @@ static void cycle_end(struct detect *d)
 {
     double took = (double)(clock_mono_us() - d->d_cycle_start_us) / 1e6;
     metric_inc(metrics_series0(m_cycles));
-    metric_set(metrics_series0(m_cycle_dur), took);
     if (d->d_o.store) {
         struct store_cycle c = {.mode = "scan",
                                 .started = (int64_t)(clock_wall_ms() - (uint64_t)(took * 1000)),
@@ -1332,6 +1336,7 @@ static void cycle_end(struct detect *d)
     pthread_mutex_lock(&d->d_pmu);
     d->d_prog.cycles++;
     d->d_prog.scan_progress = 1;
+    d->d_prog.cycle_seconds = took;
     pthread_mutex_unlock(&d->d_pmu);
     log_debug("scan cycle done: %llu keys in %.1f s", (unsigned long long)d->d_cycle_keys, took);
 }
@@ -1677,7 +1682,6 @@ static void *watch_main(void *arg)
                 continue;
             }
             int on = enable_notifications(c) == 0;
-            metric_set(metrics_series0(m_watch_on), on);
             pthread_mutex_lock(&d->d_pmu);
             d->d_prog.watch_enabled = on;
             pthread_mutex_unlock(&d->d_pmu);
@@ -1705,7 +1709,9 @@ static void *watch_main(void *arg)
         if (rc < 0) {
             subscribed = 0;
             lost_at = clock_mono_us();
-            metric_set(metrics_series0(m_watch_on), 0);
+            pthread_mutex_lock(&d->d_pmu);
+            d->d_prog.watch_enabled = 0;
+            pthread_mutex_unlock(&d->d_pmu);
             metric_inc(metrics_series0(m_watch_gaps));
             continue;
         }
@@ -2514,9 +2520,7 @@ static void publish_progress(struct detect *d)
         double p = (double)d->d_cycle_keys / (double)d->d_prog.keys_in_db;
         d->d_prog.scan_progress = p > 0.99 ? 0.99 : p;
     }
-    double prog = d->d_prog.scan_progress;
     pthread_mutex_unlock(&d->d_pmu);
-    metric_set(metrics_series0(m_progress), prog);
 }
 
 static void *engine_main(void *arg)
@@ -2828,6 +2832,13 @@ void detect_stop(struct detect *d)
     free(d->d_map);
     seen_free(&d->d_seen);
     free(d);
+}
+
+void detect_metrics_summary(const struct detect_progress *sum)
+{
+    metric_set(metrics_series0(m_progress), sum->scan_progress);
+    metric_set(metrics_series0(m_cycle_dur), sum->cycle_seconds);
+    metric_set(metrics_series0(m_watch_on), sum->watch_enabled);
 }
 
 void detect_progress(struct detect *d, struct detect_progress *p)

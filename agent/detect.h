@@ -88,10 +88,20 @@ struct detect_progress {
     uint64_t suspects;   /* now */
     uint64_t open;       /* confirmed or repairing now */
     int watch_enabled;
-    int errors; /* the primary could not be read */
+    double cycle_seconds; /* the last completed scan cycle's duration, 0 before one */
+    int errors;           /* the primary could not be read */
     char error[160];
 };
 void detect_progress(struct detect *d, struct detect_progress *p);
+
+/*
+ * Sets the gauges that speak for detection as a whole
+ * (keydrift_scan_progress_ratio, keydrift_scan_cycle_duration_seconds,
+ * keydrift_watch_enabled) from a summary of every engine (see
+ * topo_units_progress): one engine per db and shard, and each would
+ * otherwise overwrite the others'.
+ */
+void detect_metrics_summary(const struct detect_progress *sum);
 
 /*
  * Redis-style glob match over bytes (*, ?, [abc], [^a-z], \x), as SCAN MATCH

@@ -820,6 +820,8 @@ void topo_units_progress(struct topo_unit *units, int n, struct detect_progress 
             sum->suspects += p.suspects;
             sum->open += p.open;
             sum->watch_enabled &= p.watch_enabled;
+            if (p.cycle_seconds > sum->cycle_seconds)
+                sum->cycle_seconds = p.cycle_seconds;
             sum->errors += p.errors;
             weighted += p.scan_progress * (double)p.keys_in_db;
             plain += p.scan_progress;

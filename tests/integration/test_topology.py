@@ -602,3 +602,33 @@ def test_several_dbs(h):
     det = wait_for(lambda: (lambda d: d["open_divergences"] == 2 and d)(
         agent.status()["detection"]), what="both divergences in the status")
     assert det["keys_checked"] >= 80, det
+
+
+def test_several_dbs_engine_gauges_speak_for_all(h):
+    """With `db 0 3` on one budget: db 3's engine, asking for a few keys'
+    worth at a time, does not starve db 0's, asking for full batches (it
+    stopped at ~1,100 keys); and the unlabelled cycle-time gauge is the
+    longest last cycle, not overwritten by db 3's cycles of a few keys."""
+    primary = h.redis("primary")
+    replica = h.replica("replica", primary)
+    pipe = primary.client(db=0).pipeline(transaction=False)
+    for i in range(10000):
+        pipe.set("zero:%d" % i, "v")
+    pipe.execute()
+    for i in range(20):
+        primary.client(db=3).set("three:%d" % i, "v")
+    wait_for(lambda: replica.client(db=3).dbsize() >= 20 and replica.client().dbsize() >= 10000,
+             what="both dbs replicated")
+    agent = Agent(h, primary, [("r1", replica, "native")],
+                  extra="db 0 3\nsample-modes scan\nmax-commands-per-sec 20000\n")
+
+    def cycle():
+        return agent.metric("keydrift_scan_cycle_duration_seconds") or 0
+
+    wait_for(lambda: cycle() >= 0.5, timeout=30 * SLOW, what="db 0's cycle in the gauge")
+    seen = []
+    for _ in range(10):
+        seen.append(cycle())
+        time.sleep(0.2)
+    assert min(seen) >= 0.5, seen
+    assert agent.metric("keydrift_watch_enabled") == 0  # not in sample-modes

@@ -141,7 +141,7 @@ struct rstate {
     struct ahead rs_ahead;
     unsigned long long rs_cursor; /* replica-scan */
     int rs_cycle_done;
-    uint64_t rs_cycle_start_us, rs_cycle_keys, rs_idle_until;
+    uint64_t rs_cycle_start_us, rs_cycle_found, rs_idle_until;
     /* random-sample window: 1 = divergent, 0 = equal, per slot */
     unsigned char *rs_win;
     long rs_win_n, rs_win_pos;
@@ -1352,7 +1352,8 @@ static void cycle_end(struct detect *d)
  */
 static int primary_lacks(struct detect *d, const redisReply *keys, unsigned char *lacks)
 {
-    /* lacks[i] = 1 first marks the keys to ask about. */
+    /* lacks[] comes zeroed. It first says which keys the primary's scan
+     * returned (seen_has_many), then lacks[i] = 1 marks the keys to ask about. */
     size_t nk = 0;
     if (d->d_seen.s_idx) {
         uint64_t *h = malloc(keys->elements * sizeof(*h));
@@ -1547,7 +1548,7 @@ static int scan_step(struct detect *d, struct rconn *c, struct ahead *ah,
     if (rep < 0)
         d->d_cycle_found += found;
     else
-        d->d_rs[rep].rs_cycle_keys += found;
+        d->d_rs[rep].rs_cycle_found += found;
     if (ended && rep < 0)
         fetch_drain(d); /* the cycle's keys are all judged when it ends */
     free(lacks);
@@ -2599,9 +2600,9 @@ static void *engine_main(void *arg)
                 int rc = scan_step(d, rs->rs_conn, &rs->rs_ahead, &rs->rs_cursor, rscan_rep);
                 busy++;
                 if (rc == 1) {
-                    if (!rs->rs_cycle_keys)
+                    if (!rs->rs_cycle_found)
                         rs->rs_idle_until = rs->rs_cycle_start_us + IDLE_CYCLE_US;
-                    rs->rs_cycle_keys = 0;
+                    rs->rs_cycle_found = 0;
                     rs->rs_cycle_start_us = 0;
                     rs->rs_cycle_done = 1;
                     if (d->d_o.one_pass) {

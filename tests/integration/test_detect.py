@@ -55,6 +55,18 @@ EXPECTED = {b"k:value": "value", b"k:missing": "missing", b"k:type": "type", b"k
             b"k:extra": "extra", BIN_KEY: "value"}
 
 
+def filled_pair(h, prefix, n):
+    """A primary holding n keys prefix:0.. and a native replica in step with it."""
+    primary = h.redis("primary")
+    replica = h.replica("replica", primary)
+    pipe = primary.client().pipeline(transaction=False)
+    for i in range(n):
+        pipe.set("%s:%d" % (prefix, i), i)
+    pipe.execute()
+    wait_for(lambda: replica.client().dbsize() >= n, timeout=30, what="sync")
+    return primary, replica
+
+
 def check_json(h, conf, *extra):
     p = h.run_keydrift("check", conf, "--json", *extra, timeout=60)
     assert p.returncode in (0, 1), p.stderr.decode()
@@ -88,15 +100,8 @@ def test_check_finds_every_kind_on_a_native_replica(h):
 def test_check_asks_the_primary_only_about_keys_its_scan_did_not_return(h):
     """A check's replica scan runs after the primary's and asks the primary
     only about keys that scan never returned: the extras, not all 5,000."""
-    primary = h.redis("primary")
-    replica = h.replica("replica", primary)
-    p = primary.client()
-    pipe = p.pipeline(transaction=False)
-    for i in range(5000):
-        pipe.set("s:%d" % i, i)
-    pipe.execute()
-    r = replica.client()
-    wait_for(lambda: r.dbsize() >= 5000, what="sync")
+    primary, replica = filled_pair(h, "s", 5000)
+    p, r = primary.client(), replica.client()
     r.config_set("replica-read-only", "no")
     r.set("s:extra:1", "x")
     r.set("s:extra:2", "x")
@@ -428,14 +433,8 @@ def test_samplers_rest_on_a_database_of_only_the_agents_keys(h):
 
 
 def test_budget_holds(h):
-    primary = h.redis("primary")
-    replica = h.replica("replica", primary)
+    primary, replica = filled_pair(h, "b", 50000)
     p = primary.client()
-    pipe = p.pipeline(transaction=False)
-    for i in range(50000):
-        pipe.set("b:%d" % i, i)
-    pipe.execute()
-    wait_for(lambda: replica.client().dbsize() == 50000, timeout=30, what="sync")
     budget = 2000
     agent = Agent(h, primary, [("r1", replica, "native")],
                   extra="max-commands-per-sec %d\nsample-modes scan\n" % budget)

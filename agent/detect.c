@@ -2524,6 +2524,12 @@ static void publish_progress(struct detect *d)
     pthread_mutex_unlock(&d->d_pmu);
 }
 
+/* When a sampler that started at `started` and found `found` keys to compare may go on. */
+static uint64_t rest_until(uint64_t started, uint64_t found)
+{
+    return found ? 0 : started + IDLE_CYCLE_US;
+}
+
 static void *engine_main(void *arg)
 {
     struct detect *d = arg;
@@ -2570,8 +2576,7 @@ static void *engine_main(void *arg)
                         log_warnx("check: no memory for the scanned keys' index; the replica "
                                   "scan asks the primary about every key");
                 } else {
-                    if (!d->d_cycle_found)
-                        d->d_scan_idle_until = d->d_cycle_start_us + IDLE_CYCLE_US;
+                    d->d_scan_idle_until = rest_until(d->d_cycle_start_us, d->d_cycle_found);
                     d->d_cycle_due = 1;
                 }
                 errors_in_row = 0;
@@ -2600,8 +2605,7 @@ static void *engine_main(void *arg)
                 int rc = scan_step(d, rs->rs_conn, &rs->rs_ahead, &rs->rs_cursor, rscan_rep);
                 busy++;
                 if (rc == 1) {
-                    if (!rs->rs_cycle_found)
-                        rs->rs_idle_until = rs->rs_cycle_start_us + IDLE_CYCLE_US;
+                    rs->rs_idle_until = rest_until(rs->rs_cycle_start_us, rs->rs_cycle_found);
                     rs->rs_cycle_found = 0;
                     rs->rs_cycle_start_us = 0;
                     rs->rs_cycle_done = 1;
@@ -2618,8 +2622,7 @@ static void *engine_main(void *arg)
                     rscan_rep = (rscan_rep + 1) % cfg->nreplicas;
         }
         if ((modes & MODE_RANDOM) && !d->d_o.one_pass && now >= d->d_random_idle_until) {
-            if (!random_step(d, d->d_batch / 4 + 1))
-                d->d_random_idle_until = clock_mono_us() + IDLE_CYCLE_US;
+            d->d_random_idle_until = rest_until(now, (uint64_t)random_step(d, d->d_batch / 4 + 1));
             busy++;
         }
         publish_progress(d);

@@ -1028,51 +1028,101 @@ static enum cmp_kind sample_positions(struct rconn *p, struct rconn *r, const ch
 }
 
 /*
+ * The fields of one HSCAN page of a large hash, at most ARGV[2] of them, from
+ * cursor ARGV[1]. The page's values stay in the server: HSCAN has no way to
+ * leave them out before redis 7.4 (NOVALUES), and one of them may be as
+ * large as the whole key.
+ */
+static const char hash_fields_script[] =
+    "#!lua flags=no-writes\n"
+    "local page, want = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])[2], "
+    "tonumber(ARGV[2])\n"
+    "local out = {}\n"
+    "for i = 1, #page, 2 do\n"
+    "  if #out >= want then break end\n"
+    "  out[#out + 1] = page[i]\n"
+    "end\n"
+    "return out\n";
+
+/*
  * Samples of a large hash, set or zset: members from each node, then, for
  * their union, on both nodes: hash value lengths (HSTRLEN) and the values
  * short enough to fetch (HMGET); set membership (SMISMEMBER); scores
- * (ZMSCORE). A set's or zset's members are one SSCAN / ZSCAN page from a
- * cursor drawn by sample_seed: the same members at both looks of a
- * confirmation while the value stays as it was (random members would read
- * as the value changing, and a difference would never be confirmed). A
- * hash's are random (HRANDFIELD: HSCAN would fetch the values too, and
- * HSCAN NOVALUES needs redis 7.4), so a difference only in sampled fields
- * of an equal-length hash is found but not confirmed.
+ * (ZMSCORE). The members are one SSCAN / ZSCAN / HSCAN page from a cursor
+ * drawn by sample_seed: the same members at both looks of a confirmation
+ * while the value stays as it was (random members would read as the value
+ * changing, and a difference would never be confirmed). A hash's page is
+ * read by hash_fields_script, so that its values are not fetched; where the
+ * script is refused its fields are random (HRANDFIELD), and a difference
+ * only in sampled fields of an equal-length hash is found but not
+ * confirmed.
  */
+/* An error reply other than the key having changed type meanwhile. */
+static int refused(const redisReply *x)
+{
+    return x->type == REDIS_REPLY_ERROR && strncmp(x->str, "WRONGTYPE", 9) != 0;
+}
+
 static enum cmp_kind sample_members(struct rconn *p, struct rconn *r, const char *key, size_t len,
                                     enum dtype dt, struct canon *pc, struct canon *rc,
                                     const char **why)
 {
-    static const char *const drawcmd[DT_COUNT] = {
-        [DT_HASH] = "HRANDFIELD", [DT_SET] = "SSCAN", [DT_ZSET] = "ZSCAN"};
+    static const char *const drawcmd[DT_COUNT] = {[DT_SET] = "SSCAN", [DT_ZSET] = "ZSCAN"};
     struct cmd *cmds = calloc(2 * CMP_SAMPLES + 1, sizeof(*cmds));
     redisReply *pr[1] = {NULL}, *rr[1] = {NULL};
     redisReply *lp[2 * CMP_SAMPLES], *lr[2 * CMP_SAMPLES];
     const redisReply *mem[2 * CMP_SAMPLES];
     char count[24], cursor[24];
     size_t nm = 0;
-    int scan = dt != DT_HASH;
+    int script = dt == DT_HASH && script_usable(p) && script_usable(r);
     enum cmp_kind k = CMP_ERROR;
 
     if (!cmds) {
         *why = "out of memory";
         return CMP_ERROR;
     }
-    cmd_key(&cmds[0], drawcmd[dt], key, len);
-    if (scan) {
-        /* Any cursor is valid: the server masks it to its table's size. */
-        snprintf(cursor, sizeof(cursor), "%llu", (unsigned long long)(sample_seed(key, len) >> 1));
+    /* Any cursor is valid: the server masks it to its table's size. */
+    snprintf(cursor, sizeof(cursor), "%llu", (unsigned long long)(sample_seed(key, len) >> 1));
+    snprintf(count, sizeof(count), "%d", CMP_SAMPLES);
+draw:
+    if (script) {
+        cmds[0].argc = 0;
+        cmd_add(&cmds[0], "EVAL", 4);
+        cmd_add(&cmds[0], hash_fields_script, sizeof(hash_fields_script) - 1);
+        cmd_add(&cmds[0], "1", 1);
+        cmd_add(&cmds[0], key, len);
+        cmd_add(&cmds[0], cursor, strlen(cursor));
+        cmd_add(&cmds[0], count, strlen(count));
+    } else if (dt == DT_HASH) {
+        cmd_key(&cmds[0], "HRANDFIELD", key, len);
+        cmd_add(&cmds[0], count, strlen(count));
+    } else {
+        cmd_key(&cmds[0], drawcmd[dt], key, len);
         cmd_add(&cmds[0], cursor, strlen(cursor));
         cmd_add(&cmds[0], "COUNT", 5);
+        cmd_add(&cmds[0], count, strlen(count));
     }
-    cmd_add_ll(&cmds[0], count, sizeof(count), CMP_SAMPLES);
     if (pair_run(p, r, cmds, 1, pr, rr, why) < 0)
         goto out;
+    if (script && (refused(pr[0]) || refused(rr[0]))) {
+        /* Scripting denied or broken on a node: random fields, for a while. */
+        for (int s = 0; s < 2; s++) {
+            redisReply *e = s ? rr[0] : pr[0];
+            if (refused(e)) {
+                log_debug("compare: hash-field script refused: %.200s", e->str);
+                rconn_set_tag(s ? r : p, clock_mono_us() + CMP_SCRIPT_RETRY_US);
+            }
+        }
+        free_replies(pr, 1);
+        free_replies(rr, 1);
+        script = 0;
+        goto draw;
+    }
     if (first_error(pr, rr, 1, why))
         goto out;
     for (size_t s = 0; s < 2; s++) {
         const redisReply *a = s ? rr[0] : pr[0];
-        if (scan && a->type == REDIS_REPLY_ARRAY && a->elements == 2)
+        if (drawcmd[dt] && a->type == REDIS_REPLY_ARRAY && a->elements == 2)
             a = a->element[1]; /* [next cursor, page] */
         if (a->type != REDIS_REPLY_ARRAY) {
             *why = "unexpected reply to a member-sampling command";

@@ -10,8 +10,8 @@ import time
 
 import redis
 
-KEYDRIFT = os.environ.get("KEYDRIFT_BIN") or os.path.join(
-    os.path.dirname(__file__), "..", "..", "keydrift")
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+KEYDRIFT = os.environ.get("KEYDRIFT_BIN") or os.path.join(ROOT, "keydrift")
 KEYDRIFT = os.path.abspath(KEYDRIFT)
 SANITIZED = bool(os.environ.get("KEYDRIFT_SANITIZED"))
 # Sanitizer builds run slower; timing bounds scale by this factor.

@@ -256,6 +256,29 @@ def test_large_aggregates_are_sampled_not_fetched(h):
     assert kinds(p, r, [b"llist"], max_bytes=100 * 1000)[b"llist"] == "value"
 
 
+def test_large_hash_samples_the_same_fields_at_every_look(pair):
+    # Every value differs at the same length: each look finds it, and two
+    # looks sample the same fields (one HSCAN page, read by a script that
+    # keeps the values in the server), so their digests agree and a
+    # confirmation can tell the hash did not change.
+    p, r = pair
+    for s, fmt in ((p, "value:%06d"), (r, "VALUE:%06d")):
+        pipe = s.client().pipeline(transaction=False)
+        for start in range(0, 20000, 1000):
+            pipe.hset("lhash", mapping={"field:%d" % i: fmt % i
+                                        for i in range(start, start + 1000)})
+        pipe.execute()
+        s.client().config_resetstat()
+    looks = [run(p, r, [b"lhash"], max_bytes=100 * 1000)[0][b"lhash"] for _ in range(2)]
+    assert looks[0][0] == "value" and looks[0] == looks[1], looks
+    assert calls(p, "hscan") == 2 and calls(p, "hrandfield") == 0
+    # Scripting denied: random fields instead; still found.
+    for s in pair:
+        s.client().execute_command("ACL", "SETUSER", "default", "-@scripting")
+    assert kinds(p, r, [b"lhash"], max_bytes=100 * 1000)[b"lhash"] == "value"
+    assert calls(p, "hscan") == 2 and calls(p, "hrandfield") == 1
+
+
 def test_large_stream_compares_length_and_ends(pair):
     p, r = pair
     for s in pair:

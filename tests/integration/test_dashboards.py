@@ -12,13 +12,13 @@ import urllib.parse
 import pytest
 import yaml
 
-from harness import SLOW, Agent, Harness, Proc, free_port, http_get, parse_metrics, wait_for
+from harness import (ROOT, SLOW, Agent, Harness, Proc, free_port, http_get, parse_metrics,
+                     wait_for)
 
 # Metrics the dashboard and alerts use that the agent does not export yet
 # (repair and webhooks are being written). Nothing else may be missing.
 PENDING_METRICS = []
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 DASHBOARD = os.path.join(ROOT, "dashboards", "grafana", "keydrift-overview.json")
 PROM_DIR = os.path.join(ROOT, "dashboards", "prometheus")
 ALERTS = os.path.join(PROM_DIR, "alerts.yml")

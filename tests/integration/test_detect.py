@@ -378,9 +378,11 @@ def test_big_values_of_the_same_length_that_differ_are_confirmed(h):
     members = [os.urandom(64) for _ in range(20000)]
     p.sadd("bigset", *members)
     p.zadd("bigzset", {m: i for i, m in enumerate(members)})
+    p.hset("bighash", mapping={m: m[:20].hex() for m in members})
     r = replica.client()
     wait_for(lambda: r.strlen("big") == 3 << 20 and r.llen("biglist") == 50000
-             and r.zcard("bigzset") == 20000, timeout=30, what="big values replicated")
+             and r.zcard("bigzset") == 20000 and r.hlen("bighash") == 20000,
+             timeout=30, what="big values replicated")
     r.config_set("replica-read-only", "no")
     r.setrange("big", 0, b"zzzz")  # the first range is always sampled
     r.lset("biglist", 0, b"stale")
@@ -389,14 +391,17 @@ def test_big_values_of_the_same_length_that_differ_are_confirmed(h):
     r.delete("bigset")
     r.sadd("bigset", *[os.urandom(64) for _ in range(20000)])
     r.zadd("bigzset", {m: i + 0.5 for i, m in enumerate(members)})
-    for k in ("bigset", "bigzset"):
+    # A hash of the same fields and value lengths, every value different.
+    r.hset("bighash", mapping={m: m[20:40].hex() for m in members})
+    for k in ("bigset", "bigzset", "bighash"):
         assert p.memory_usage(k) > 1 << 20, k
     conf = h.write_file("k.conf", "primary %s\nreplica r1 %s native\nmax-value-bytes 1mb\n"
                         "history-db \"\"\n" % (primary.addr, replica.addr))
     rc, doc = check_json(h, conf)
     assert rc == 1, doc
     assert {k: d["kind"] for k, d in found(doc, "r1").items()} == \
-        {b"big": "value", b"biglist": "value", b"bigset": "value", b"bigzset": "value"}
+        {b"big": "value", b"biglist": "value", b"bigset": "value", b"bigzset": "value",
+         b"bighash": "value"}
 
 
 def test_samplers_rest_on_a_database_of_only_the_agents_keys(h):

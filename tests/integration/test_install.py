@@ -4,9 +4,8 @@ import os
 import re
 import subprocess
 
-from harness import KEYDRIFT
+from harness import KEYDRIFT, ROOT
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
 def documented_options():

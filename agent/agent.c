@@ -73,6 +73,7 @@ static void agent_collect(void *arg)
     struct detect_progress sum;
     topo_units_progress(a->a_units, a->a_nunits, &sum);
     detect_metrics_summary(&sum);
+    topo_units_ratio(a->a_units, a->a_nunits);
     if (a->a_store) {
         metric_set(metrics_series0(m_store_err),
                    (double)(store_errors_total(a->a_store) + a->a_store_open_failures));

@@ -142,10 +142,10 @@ struct rstate {
     unsigned long long rs_cursor; /* replica-scan */
     int rs_cycle_done;
     uint64_t rs_cycle_start_us, rs_cycle_found, rs_idle_until;
-    /* random-sample window: 1 = divergent, 0 = equal, per slot */
+    /* random-sample window (see random_result): per slot 0 none, 1 equal,
+     * 2 divergent; outcomes in it, divergent ones; the next new slot */
     unsigned char *rs_win;
-    long rs_win_n, rs_win_pos;
-    long rs_win_div;
+    long rs_win_n, rs_win_div, rs_win_pos;
     /* cached metric series */
     struct metric *rs_checked[M_COUNT];
     struct metric *rs_suspected;
@@ -197,7 +197,8 @@ struct detect {
      * nor a random sample that found none: otherwise they would loop on the
      * agent's own keys as fast as the budget lets them. */
     uint64_t d_cycle_found, d_scan_idle_until, d_random_idle_until;
-    int d_cycle_due; /* the next cycle starts once the rest is over */
+    int d_cycle_due;  /* the next cycle starts once the rest is over */
+    long d_random_no; /* the next random sample's number: its window slot */
     /* one pass: the keys the primary's scan returned, for the replica scan after it */
     struct seen d_seen;
 
@@ -954,6 +955,8 @@ static int judge_batch(struct detect *d, const struct batch *b, enum mode m, siz
                 } else if (v->d_state != DIV_SUSPECT) {
                     v->d_rdigest = rd; /* still open; keep what it is now */
                     v->d_rttl = rsd[i].pttl;
+                    if (b->slots[i] >= 0) /* a sample of a known divergence is one */
+                        random_result(d, rep, b->slots[i], 1);
                 }
             } else {
                 if (b->slots[i] >= 0)
@@ -1240,40 +1243,77 @@ static void recheck(struct detect *d, struct div *v)
 
 /* ------------------------------------------------------------ random */
 
+/* Sets one window entry: 0 no sample, 1 equal, 2 divergent. */
+static void win_set(struct rstate *rs, long i, unsigned char v)
+{
+    unsigned char old = rs->rs_win[i];
+    rs->rs_win_n += (v != 0) - (old != 0);
+    rs->rs_win_div += (v == 2) - (old == 2);
+    rs->rs_win[i] = v;
+}
+
 /*
- * Records a random sample's outcome in the replica's window and publishes
- * the divergent share with its 95% Wilson score interval.
+ * Records a random sample's outcome in the replica's window: the last
+ * random-sample-window sample numbers (slots). A sample's outcome may come
+ * late (a suspect, once confirmed or cleared) or never (a key that errs, or
+ * whose suspect is given up): a slot without one is not counted. The share
+ * is published at scrape time, over every engine's window
+ * (detect_ratio_publish).
  */
 static void random_result(struct detect *d, int rep, long slot, int divergent)
 {
     struct rstate *rs = &d->d_rs[rep];
     long n = (long)d->d_cfg->random_sample_window;
-    long i = slot % n;
-    const char *name = d->d_cfg->replicas[rep].name;
 
-    if (!rs->rs_win)
+    if (!rs->rs_win || slot + n <= rs->rs_win_pos) /* none, or gone out of the window */
         return;
-    if (slot >= rs->rs_win_pos) { /* a new sample */
+    pthread_mutex_lock(&d->d_pmu);
+    if (slot >= rs->rs_win_pos) {
+        /* The slots up to this one take the places of the oldest. */
+        long from = slot - n + 1 > rs->rs_win_pos ? slot - n + 1 : rs->rs_win_pos;
+        for (long t = from; t <= slot; t++)
+            win_set(rs, t % n, 0);
         rs->rs_win_pos = slot + 1;
-        if (rs->rs_win_n < n)
-            rs->rs_win_n++;
-        else
-            rs->rs_win_div -= rs->rs_win[i];
-        rs->rs_win[i] = 0;
     }
-    rs->rs_win_div += (divergent ? 1 : 0) - rs->rs_win[i];
-    rs->rs_win[i] = divergent ? 1 : 0;
+    win_set(rs, slot % n, divergent ? 2 : 1);
+    pthread_mutex_unlock(&d->d_pmu);
+}
 
-    double nn = (double)rs->rs_win_n, p = nn > 0 ? (double)rs->rs_win_div / nn : 0;
-    double z = 1.959964, z2 = z * z;
+void detect_random_window(struct detect *d, int rep, long *n, long *divergent)
+{
+    pthread_mutex_lock(&d->d_pmu);
+    *n = d->d_rs[rep].rs_win_n;
+    *divergent = d->d_rs[rep].rs_win_div;
+    pthread_mutex_unlock(&d->d_pmu);
+}
+
+void detect_wilson(long n, long k, double *p, double *lo, double *hi)
+{
+    double nn = (double)n, z = 1.959964, z2 = z * z;
+
+    *p = n > 0 ? (double)k / nn : 0;
+    if (n <= 0) {
+        *lo = 0;
+        *hi = 1;
+        return;
+    }
     double denom = 1 + z2 / nn;
-    double centre = (p + z2 / (2 * nn)) / denom;
-    double half = z * sqrt(p * (1 - p) / nn + z2 / (4 * nn * nn)) / denom;
-    double lo = centre - half < 0 ? 0 : centre - half;
-    double hi = centre + half > 1 ? 1 : centre + half;
-    metric_set(metrics_series2(m_ratio, name, "estimate"), p);
-    metric_set(metrics_series2(m_ratio, name, "lower"), lo);
-    metric_set(metrics_series2(m_ratio, name, "upper"), hi);
+    double centre = (*p + z2 / (2 * nn)) / denom;
+    double half = z * sqrt(*p * (1 - *p) / nn + z2 / (4 * nn * nn)) / denom;
+    *lo = centre - half < 0 ? 0 : centre - half;
+    *hi = centre + half > 1 ? 1 : centre + half;
+}
+
+void detect_ratio_publish(const char *replica, long n, long divergent)
+{
+    double p, lo, hi;
+
+    if (n <= 0)
+        return;
+    detect_wilson(n, divergent, &p, &lo, &hi);
+    metric_set(metrics_series2(m_ratio, replica, "estimate"), p);
+    metric_set(metrics_series2(m_ratio, replica, "lower"), lo);
+    metric_set(metrics_series2(m_ratio, replica, "upper"), hi);
 }
 
 /* ------------------------------------------------------------ sampling */
@@ -1562,7 +1602,6 @@ static int scan_step(struct detect *d, struct rconn *c, struct ahead *ah,
  */
 static int random_step(struct detect *d, int n)
 {
-    static long sample_no;
     redisReply *rr[BATCH_MAX];
     struct batch b;
     int got = 0;
@@ -1582,7 +1621,7 @@ static int random_step(struct detect *d, int n)
     b.n = 0;
     for (int i = 0; i < got; i++) {
         if (rr[i]->type == REDIS_REPLY_STRING && !excluded(d, rr[i]->str, rr[i]->len))
-            batch_add(&b, rr[i]->str, rr[i]->len, 0, sample_no++);
+            batch_add(&b, rr[i]->str, rr[i]->len, 0, d->d_random_no++);
     }
     if (b.n)
         check_batch(d, &b, M_RANDOM, -1);

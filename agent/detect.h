@@ -104,6 +104,25 @@ void detect_progress(struct detect *d, struct detect_progress *p);
 void detect_metrics_summary(const struct detect_progress *sum);
 
 /*
+ * The random sampler's window for the engine's replica rep: samples in it
+ * and how many of them were divergent (0 and 0 without `random` mode).
+ */
+void detect_random_window(struct detect *d, int rep, long *n, long *divergent);
+
+/*
+ * The share k / n and its 95 % Wilson score interval [lo, hi]; for n <= 0,
+ * 0 in [0, 1]. Pure.
+ */
+void detect_wilson(long n, long k, double *p, double *lo, double *hi);
+
+/*
+ * Sets keydrift_divergence_ratio{replica} from a window of n samples, of
+ * which divergent were divergent (summed over every engine that samples the
+ * replica: see topo_units_ratio). Nothing while n is 0.
+ */
+void detect_ratio_publish(const char *replica, long n, long divergent);
+
+/*
  * Redis-style glob match over bytes (*, ?, [abc], [^a-z], \x), as SCAN MATCH
  * does, so exclude-pattern means what key-pattern means. Pure.
  */

@@ -835,6 +835,33 @@ void topo_units_progress(struct topo_unit *units, int n, struct detect_progress 
         sum->scan_progress = sum->keys_in_db ? weighted / (double)sum->keys_in_db : plain / engines;
 }
 
+void topo_units_ratio(struct topo_unit *units, int n)
+{
+    for (int u = 0; u < n; u++) {
+        const struct config *c = &units[u].u_cfg;
+        for (int i = 0; i < c->nreplicas; i++) {
+            long total = 0, divergent = 0, wn, wd;
+            int seen = 0;
+            /* A replica's name may appear in an earlier unit: summed there. */
+            for (int e = 0; e < u && !seen; e++)
+                for (int j = 0; j < units[e].u_cfg.nreplicas && !seen; j++)
+                    seen = !strcmp(units[e].u_cfg.replicas[j].name, c->replicas[i].name);
+            for (int e = u; e < n && !seen; e++)
+                for (int j = 0; j < units[e].u_cfg.nreplicas; j++) {
+                    if (strcmp(units[e].u_cfg.replicas[j].name, c->replicas[i].name))
+                        continue;
+                    for (int k = 0; k < units[e].u_ndetect; k++) {
+                        detect_random_window(units[e].u_detect[k], j, &wn, &wd);
+                        total += wn;
+                        divergent += wd;
+                    }
+                }
+            if (!seen)
+                detect_ratio_publish(c->replicas[i].name, total, divergent);
+        }
+    }
+}
+
 void topo_unit_collect(struct topo_unit *u)
 {
     if (u->u_lag)

@@ -107,6 +107,11 @@ void topo_unit_stop(struct topo_unit *u);
  * watch enabled when it is on every engine, the first error.
  */
 void topo_units_progress(struct topo_unit *units, int n, struct detect_progress *sum);
+/*
+ * Publishes keydrift_divergence_ratio for every replica of n units, over
+ * the random samples of every engine (db) that samples it.
+ */
+void topo_units_ratio(struct topo_unit *units, int n);
 
 /* ------------------------------------------------------------ watch */
 

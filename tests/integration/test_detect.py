@@ -437,6 +437,33 @@ def test_samplers_rest_on_a_database_of_only_the_agents_keys(h):
              what="the key written later found")
 
 
+def test_random_ratio_estimates_the_divergent_share(h):
+    """1,000 keys, 100 of them divergent on the replica: the random sampler's
+    estimate stays near 10 % once the divergences are confirmed (samples of
+    known divergences count as divergent; they did not, and the estimate fell
+    towards 0 as the window moved on)."""
+    primary, replica = filled_pair(h, "r", 1000)
+    r = replica.client()
+    r.config_set("replica-read-only", "no")
+    for i in range(0, 1000, 10):
+        r.set("r:%d" % i, "stale")
+    window = 2000
+    agent = Agent(h, primary, [("r1", replica, "native")],
+                  extra="sample-modes random\nrandom-sample-window %d\n" % window)
+
+    def metric(name, **labels):
+        return agent.metric(name, replica="r1", **labels) or 0
+
+    wait_for(lambda: metric("keydrift_divergences_confirmed_total", kind="value") >= 100,
+             timeout=60 * SLOW, what="the 100 divergences confirmed")
+    start = metric("keydrift_keys_checked_total", mode="random")
+    wait_for(lambda: metric("keydrift_keys_checked_total", mode="random") > start + 2 * window,
+             timeout=60 * SLOW, what="the window filled twice over since")
+    est = [metric("keydrift_divergence_ratio", bound=b) for b in ("estimate", "lower", "upper")]
+    print("divergence ratio estimate, lower, upper:", est)
+    assert 0.06 <= est[0] <= 0.14 and est[1] < est[0] < est[2], est
+
+
 def test_budget_holds(h):
     primary, replica = filled_pair(h, "b", 50000)
     p = primary.client()

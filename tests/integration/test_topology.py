@@ -606,6 +606,42 @@ def test_several_dbs(h):
     assert det["keys_checked"] >= 80, det
 
 
+def test_several_dbs_divergence_ratio_counts_every_db(h):
+    """The random sampler's divergent share speaks for all dbs: db 0's keys
+    all equal, db 3's all divergent (and confirmed, so later samples of them
+    count as divergent too): about half, over both windows' samples."""
+    primary = h.redis("primary")
+    replica = h.replica("replica", primary)
+    for db in (0, 3):
+        pipe = primary.client(db=db).pipeline(transaction=False)
+        for i in range(100):
+            pipe.set("k:%d" % i, "v")
+        pipe.execute()
+    r3 = replica.client(db=3)
+    wait_for(lambda: r3.dbsize() >= 100 and replica.client().dbsize() >= 100,
+             what="both dbs replicated")
+    replica.client().config_set("replica-read-only", "no")
+    for i in range(100):
+        r3.set("k:%d" % i, "stale")
+    agent = Agent(h, primary, [("r1", replica, "native")],
+                  extra="db 0 3\nsample-modes random\nrandom-sample-window 200\n")
+
+    def ratio():
+        return {b: agent.metric("keydrift_divergence_ratio", replica="r1", bound=b)
+                for b in ("estimate", "lower", "upper")}
+
+    wait_for(lambda: confirmed(agent, replica="r1", kind="value") >= 100, timeout=60 * SLOW,
+             what="db 3's divergences confirmed")
+    # Both windows full: 200 of 400 samples divergent. (One engine's share
+    # alone reads 0 or 1; a sample of a known divergence that did not count
+    # left db 3's window at its 100 first confirmations: 1/3.)
+    r = wait_for(lambda: (lambda r: r["estimate"] is not None
+                          and 0.45 <= r["estimate"] <= 0.55 and r)(ratio()),
+                 timeout=30 * SLOW, what="the share over both dbs")
+    assert r["lower"] < r["estimate"] < r["upper"], r
+    assert r["upper"] - r["lower"] < 0.12, r  # 400 samples' interval, not 200's
+
+
 def test_several_dbs_engine_gauges_speak_for_all(h):
     """With `db 0 3` on one budget: db 3's engine, asking for a few keys'
     worth at a time, does not starve db 0's, asking for full batches (it

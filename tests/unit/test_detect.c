@@ -6,6 +6,7 @@
 #include "textenc.h"
 #include "unit.h"
 
+#include <math.h>
 #include <stdlib.h>
 
 static int gm(const char *p, const char *s)
@@ -68,4 +69,24 @@ TEST(text_escape_and_base64)
     CHECK(d && n == 256 && memcmp(d, bin, 256) == 0);
     free(b);
     free(d);
+}
+
+TEST(wilson_interval)
+{
+    double p, lo, hi;
+
+    /* 10 of 100: 0.1 in [0.0552, 0.1744] (the textbook figures). */
+    detect_wilson(100, 10, &p, &lo, &hi);
+    CHECK(fabs(p - 0.1) < 1e-12);
+    CHECK(fabs(lo - 0.0552) < 1e-4 && fabs(hi - 0.1744) < 1e-4);
+    /* None divergent: the lower bound is 0, the upper one shrinks with n. */
+    detect_wilson(10, 0, &p, &lo, &hi);
+    CHECK(p == 0 && lo == 0 && fabs(hi - 0.2775) < 1e-4);
+    detect_wilson(400, 200, &p, &lo, &hi);
+    CHECK(p == 0.5 && fabs(lo - 0.4512) < 1e-4 && fabs(hi - 0.5488) < 1e-4);
+    detect_wilson(50, 50, &p, &lo, &hi);
+    CHECK(p == 1 && fabs(hi - 1) < 1e-9 && fabs(lo - 0.9287) < 1e-4);
+    /* No samples: nothing known. */
+    detect_wilson(0, 0, &p, &lo, &hi);
+    CHECK(p == 0 && lo == 0 && hi == 1);
 }

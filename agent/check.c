@@ -154,16 +154,24 @@ static void print_json(const struct findings *fs, uint64_t checked, double secs,
     json_decref(j);
 }
 
+/*
+ * The progress line: keys compared of the primary's, then keys scanned of
+ * the replicas' (their scans follow the primary's; until one starts it is
+ * taken to hold as many keys as the primary). Rate and ETA over both.
+ */
 static void progress_line(struct topo_unit *units, int n, uint64_t started)
 {
     struct detect_progress p;
     double secs = (double)(clock_mono_us() - started) / 1e6;
     topo_units_progress(units, n, &p);
-    double rate = secs > 0 ? (double)p.keys_checked / secs : 0;
-    double left = p.keys_in_db > p.keys_checked ? (double)(p.keys_in_db - p.keys_checked) : 0;
+    uint64_t done = p.keys_checked + p.replica_scanned, total = p.keys_in_db + p.replica_keys;
+    double rate = secs > 0 ? (double)done / secs : 0;
+    double left = total > done ? (double)(total - done) : 0;
     fprintf(stderr,
-            "\r%" PRIu64 "/%" PRIu64 " keys, %.0f keys/s, ETA %.0f s, %" PRIu64 " suspect(s)   ",
-            p.keys_checked, p.keys_in_db, rate, rate > 0 ? left / rate : 0, p.suspects);
+            "\r%" PRIu64 "/%" PRIu64 " keys compared, %" PRIu64 "/%" PRIu64
+            " replica keys scanned, %.0f keys/s, ETA %.0f s, %" PRIu64 " suspect(s)   ",
+            p.keys_checked, p.keys_in_db, p.replica_scanned, p.replica_keys, rate,
+            rate > 0 ? left / rate : 0, p.suspects);
 }
 
 static void usage(FILE *f)

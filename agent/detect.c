@@ -1346,6 +1346,8 @@ static void cycle_start(struct detect *d)
     pthread_mutex_lock(&d->d_pmu);
     d->d_prog.keys_in_db = n;
     d->d_prog.scan_progress = 0;
+    if (d->d_o.one_pass) /* each replica is taken to hold as many until its scan starts */
+        d->d_prog.replica_keys = n * (uint64_t)d->d_cfg->nreplicas;
     pthread_mutex_unlock(&d->d_pmu);
     if (r)
         freeReplyObject(r);
@@ -1360,6 +1362,22 @@ static void cycle_start(struct detect *d)
                  (unsigned long long)prev, (unsigned long long)n);
         guard_pause(d, why);
     }
+}
+
+/* One pass: a replica's scan starts; its DBSIZE replaces the guess. */
+static void replica_size_known(struct detect *d, struct rconn *c)
+{
+    redisReply *r = rconn_command(c, "DBSIZE");
+    if (r && r->type == REDIS_REPLY_INTEGER && r->integer >= 0) {
+        pthread_mutex_lock(&d->d_pmu);
+        d->d_prog.replica_keys += (uint64_t)r->integer;
+        d->d_prog.replica_keys -= d->d_prog.replica_keys >= d->d_prog.keys_in_db
+                                      ? d->d_prog.keys_in_db
+                                      : d->d_prog.replica_keys;
+        pthread_mutex_unlock(&d->d_pmu);
+    }
+    if (r)
+        freeReplyObject(r);
 }
 
 static void cycle_end(struct detect *d)
@@ -1545,6 +1563,11 @@ static int scan_step(struct detect *d, struct rconn *c, struct ahead *ah,
         for (size_t i = 0; i < keys->elements; i++)
             if (keys->element[i]->type == REDIS_REPLY_STRING)
                 seen_add(&d->d_seen, key_hash(-1, keys->element[i]->str, keys->element[i]->len));
+    if (rep >= 0 && d->d_o.one_pass) {
+        pthread_mutex_lock(&d->d_pmu);
+        d->d_prog.replica_scanned += keys->elements;
+        pthread_mutex_unlock(&d->d_pmu);
+    }
     if (rep >= 0 && keys->elements) {
         lacks = calloc(keys->elements, 1);
         if (!lacks || primary_lacks(d, keys, lacks) < 0) {
@@ -2639,8 +2662,11 @@ static void *engine_main(void *arg)
             (!d->d_o.one_pass || scan_done)) {
             struct rstate *rs = &d->d_rs[rscan_rep];
             if (now >= rs->rs_idle_until) {
-                if (!rs->rs_cursor && !rs->rs_cycle_start_us)
+                if (!rs->rs_cursor && !rs->rs_cycle_start_us) {
                     rs->rs_cycle_start_us = now;
+                    if (d->d_o.one_pass)
+                        replica_size_known(d, rs->rs_conn);
+                }
                 int rc = scan_step(d, rs->rs_conn, &rs->rs_ahead, &rs->rs_cursor, rscan_rep);
                 busy++;
                 if (rc == 1) {

@@ -89,7 +89,10 @@ struct detect_progress {
     uint64_t open;       /* confirmed or repairing now */
     int watch_enabled;
     double cycle_seconds; /* the last completed scan cycle's duration, 0 before one */
-    int errors;           /* the primary could not be read */
+    /* One pass: keys the replicas' scans returned so far, and how many
+     * they hold (DBSIZE as each scan starts; keys_in_db before) */
+    uint64_t replica_scanned, replica_keys;
+    int errors; /* the primary could not be read */
     char error[160];
 };
 void detect_progress(struct detect *d, struct detect_progress *p);

@@ -822,6 +822,8 @@ void topo_units_progress(struct topo_unit *units, int n, struct detect_progress 
             sum->watch_enabled &= p.watch_enabled;
             if (p.cycle_seconds > sum->cycle_seconds)
                 sum->cycle_seconds = p.cycle_seconds;
+            sum->replica_scanned += p.replica_scanned;
+            sum->replica_keys += p.replica_keys;
             sum->errors += p.errors;
             weighted += p.scan_progress * (double)p.keys_in_db;
             plain += p.scan_progress;

@@ -3,13 +3,14 @@ alarms under write load, lost updates found fast, budgets and big keys."""
 import base64
 import json
 import os
+import pty
+import re
 import sqlite3
 import subprocess
 import time
 
-import pytest
 
-from harness import SLOW, Agent, SlowSubscriber, http_get, wait_for
+from harness import KEYDRIFT, SLOW, Agent, SlowSubscriber, wait_for
 from writer import Writer
 
 BIN_KEY = b"bin\x00key\nwith\xffbytes \xc3\xa9"
@@ -117,6 +118,46 @@ def test_check_asks_the_primary_only_about_keys_its_scan_did_not_return(h):
     # page holding an extra, then one per extra.
     exists = p.info("commandstats").get("cmdstat_exists", {"calls": 0})["calls"]
     assert exists <= 4, exists
+
+
+def test_check_progress_line_on_a_terminal(h):
+    """On a terminal, check keeps one progress line on stderr: keys compared
+    of the primary's, then the replica's scan (it follows the primary's, and
+    read 100 % done while it ran), a rate and an ETA. Not on a pipe."""
+    primary, replica = filled_pair(h, "p", 3000)
+    conf = h.write_file("p.conf", "primary %s\nreplica r1 %s native\nhistory-db \"\"\n"
+                        "scan-count 1\nmax-commands-per-sec 2000\n"
+                        % (primary.addr, replica.addr))
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([KEYDRIFT, "check", conf], stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the terminal's last writer is gone
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert proc.wait(timeout=120 * SLOW) == 0, out
+    pat = re.compile(rb"(\d+)/(\d+) keys compared, (\d+)/(\d+) replica keys scanned, "
+                     rb"(\d+) keys/s, ETA (\d+) s")
+    seen = [tuple(map(int, m.groups())) for m in pat.finditer(out)]
+    print("progress lines:", len(seen), seen[:2], seen[-2:])
+    assert len(seen) >= 5, out
+    # Compared and scanned only grow; the replica phase shows while it runs.
+    for a, b in zip(seen, seen[1:]):
+        assert b[0] >= a[0] and b[2] >= a[2], (a, b)
+    first, replica_phase = seen[0], [s for s in seen if s[0] >= 3000 and 0 < s[2] < s[3]]
+    assert first[0] < 3000 and first[4] > 0 and first[5] > 0, first
+    assert replica_phase, seen
+    assert all(3000 <= s[3] <= 3010 for s in replica_phase), replica_phase  # its DBSIZE
+    assert replica_phase[0][5] > 0, replica_phase  # not done yet: an ETA
+    # On a pipe: no progress line.
+    p = h.run_keydrift("check", conf, timeout=120)
+    assert p.returncode == 0 and b"keys compared" not in p.stderr, p.stderr
 
 
 def test_check_finds_every_kind_on_a_pubsub_cache(h):

@@ -13,7 +13,7 @@ import pytest
 import redis
 import redis.cluster
 
-from harness import ROOT, SLOW, Agent, Proc, free_port, wait_for
+from harness import KEYDRIFT, ROOT, SLOW, Agent, Proc, free_port, wait_for
 
 # Writes that replicate nowhere: a script that turns its own replication off.
 # Cluster replicas redirect every write (MOVED) whatever replica-read-only
@@ -362,7 +362,7 @@ def test_cluster_shards(h):
     assert found == {k: (sh, rep, "value") for k, (sh, rep) in injected.items()}, doc
 
     # Two agents splitting the cluster: every shard exactly once, with its keys.
-    procs = [subprocess.Popen([os.environ.get("KEYDRIFT_BIN", "keydrift"), "check", conf,
+    procs = [subprocess.Popen([KEYDRIFT, "check", conf,
                                "--json", "--shard-index", "%d/2" % i, "--agent-id",
                                "split-%d" % i], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
              for i in (1, 2)]

@@ -80,6 +80,78 @@ def test_native_lag_follows_a_stopped_replica_and_bytes_agree(h):
              timeout=5, what="byte lag back near 0")
 
 
+def test_native_replication_state_and_heartbeat_age(h):
+    """What INFO says of a native replica's link (seconds since it heard from
+    the primary, a full sync in progress, replication-id changes) and the age
+    of the last heartbeat written, each following what is done to them."""
+    # The primary serialises its keys for a full sync 150 us apiece: 3 s.
+    primary = h.redis("primary", args=["--rdb-key-save-delay", "150"])
+    pipe = primary.client().pipeline(transaction=False)
+    for i in range(20000):
+        pipe.set("k:%d" % i, "v")
+    pipe.execute()
+    # Not h.replica(): that waits for the link.
+    replica = h.redis("replica", args=["--replicaof", "127.0.0.1", str(primary.port)])
+    agent = Agent(h, primary, [("r1", replica, "native")])
+
+    def m(name):
+        return agent.metric(name, replica="r1")
+
+    wait_for(lambda: m("keydrift_replica_sync_in_progress") == 1, what="the full sync seen")
+    wait_for(lambda: m("keydrift_replica_sync_in_progress") == 0, timeout=15 * SLOW,
+             what="the full sync over")
+    wait_for(lambda: (lag(agent, "r1") or 1) < 0.1, what="lag measured")
+    assert m("keydrift_replica_last_io_seconds") <= 1
+    resyncs = m("keydrift_replica_resyncs_total") or 0
+    assert agent.metric("keydrift_heartbeat_age_seconds") < 0.5
+
+    # The primary stopped: the replica hears nothing, no heartbeat is written.
+    primary.pause()
+    try:
+        time.sleep(3.0)
+        io, age = m("keydrift_replica_last_io_seconds"), agent.metric(
+            "keydrift_heartbeat_age_seconds")
+    finally:
+        primary.resume()
+    assert io >= 2, io
+    assert age >= 2.5, age
+    wait_for(lambda: agent.metric("keydrift_heartbeat_age_seconds") < 0.5, what="beats again")
+
+    # A new replication id on the replica: it was promoted, then follows
+    # the primary again.
+    rc = replica.client()
+    rc.replicaof("no", "one")
+    rc.replicaof("127.0.0.1", primary.port)
+    wait_for(lambda: (m("keydrift_replica_resyncs_total") or 0) > resyncs, timeout=15 * SLOW,
+             what="the replication-id change counted")
+
+
+def test_heartbeats_skipped_while_the_primary_is_not_a_master(h):
+    """A configured primary that is a replica (demoted by a failover, say)
+    is not written to: its beats are counted as skipped and their age grows,
+    until it is a master again."""
+    upstream = h.redis("upstream")
+    node = h.replica("node", upstream)
+    agent = Agent(h, node)
+
+    def skipped():
+        return agent.metric("keydrift_heartbeats_skipped_total") or 0
+
+    wait_for(lambda: skipped() > 0, what="beats skipped")
+    s0 = skipped()
+    time.sleep(1.0)
+    assert skipped() - s0 >= 20, (s0, skipped())  # one per 20 ms heartbeat-interval
+    assert agent.metric("keydrift_heartbeat_age_seconds") >= 1.0
+    assert not node.client().keys("keydrift:hb:*")
+    node.client().replicaof("no", "one")
+    wait_for(lambda: agent.metric("keydrift_heartbeat_age_seconds") < 0.5, timeout=10,
+             what="beats written once it is a master")
+    s1 = skipped()
+    time.sleep(0.5)
+    assert skipped() == s1
+    assert node.client().keys("keydrift:hb:*")
+
+
 def test_killed_replica_is_down_then_ok(h):
     primary = h.redis("primary")
     replica = h.replica("replica", primary)
@@ -240,6 +312,7 @@ def test_sighup_reload_applies_valid_and_keeps_running_on_invalid(h):
     wait_for(lambda: agent.metric("keydrift_replica_lag_seconds", replica="replica-2") is not None,
              what="second replica measured after reload")
     assert "config: replica changed" in agent.proc.output()
+    assert agent.metric("keydrift_config_reloads_total") == 1
 
     with open(agent.conf, "a") as f:
         f.write("bogus-option 1\n")
@@ -247,6 +320,7 @@ def test_sighup_reload_applies_valid_and_keeps_running_on_invalid(h):
     wait_for(lambda: "keeping the running configuration" in agent.proc.output(), what="log")
     assert "unknown option 'bogus-option'" in agent.proc.output()
     assert agent.metric("keydrift_replica_lag_seconds", replica="replica-2") is not None
+    assert agent.metric("keydrift_config_reloads_total") == 1  # not applied: not counted
     assert agent.proc.alive()
 
 

@@ -252,6 +252,43 @@ def test_daemon_finds_records_and_resolves(h):
              what="resolution recorded")
 
 
+def test_confirmed_divergences_resolve_by_how_they_went_away(h):
+    """A confirmed divergence that goes away is resolved, in SQLite and in
+    keydrift_divergences_resolved_total{resolution}: `self-healed` when the
+    copies agree again, `expired` when the key expired, `deleted` when it was
+    deleted; the open gauge goes back to 0."""
+    primary = h.redis("primary")
+    replica = h.replica("replica", primary)
+    p, r = primary.client(), replica.client()
+    p.set("heal", "v")
+    p.set("expire", "v", px=6000)
+    p.set("delete", "v")
+    wait_for(lambda: r.exists("heal", "expire", "delete") == 3, what="replicated")
+    r.config_set("replica-read-only", "no")
+    for k in ("heal", "expire", "delete"):
+        r.set(k, "stale", keepttl=True)
+    agent = Agent(h, primary, [("r1", replica, "native")])
+    keys = {b"heal", b"expire", b"delete"}
+    wait_for(lambda: {k for k, _ in confirmed_rows(agent)} >= keys, timeout=30 * SLOW,
+             what="three divergences confirmed")
+    assert agent.metric("keydrift_divergent_keys", replica="r1", kind="value") == 3
+    r.set("heal", "v")
+    p.delete("delete")  # replicated: gone from both
+    # "expire" expires on both by itself.
+
+    def resolutions():
+        rows = db_rows(agent.db, "resolution IS NOT NULL")
+        return {bytes(row[1]): row[5] for row in rows}
+
+    got = wait_for(lambda: (lambda x: len(x) == 3 and x)(resolutions()), timeout=30 * SLOW,
+                   what="the three resolved")
+    assert got == {b"heal": "self-healed", b"expire": "expired", b"delete": "deleted"}, got
+    for res in ("self-healed", "expired", "deleted"):
+        assert agent.metric("keydrift_divergences_resolved_total", replica="r1",
+                            resolution=res) == 1, res
+    assert agent.metric("keydrift_divergent_keys", replica="r1", kind="value") == 0
+
+
 def test_no_false_alarms_under_write_load(h):
     primary = h.redis("primary")
     replica = h.replica("replica", primary)
@@ -382,6 +419,36 @@ def test_lost_updates_found_fast_in_watch_mode(h):
     assert background.dropped == []
     # No key of the healthy background traffic was confirmed divergent.
     assert not db_rows(agent.db, "CAST(key AS TEXT) LIKE 'bg:%'")
+
+
+def test_watch_queue_is_bounded_and_drops_are_counted(h):
+    """Written keys arriving faster than the budget verifies them: the queue
+    stops at 100,000 keys, the rest are counted as dropped (left to the
+    scan), and the agent goes on."""
+    primary = h.redis("primary")
+    replica = h.replica("replica", primary)
+    agent = Agent(h, primary, [("r1", replica, "native")],
+                  extra="sample-modes watch\nmax-commands-per-sec 300\n")
+    wait_for(lambda: agent.metric("keydrift_watch_enabled") == 1, what="watch on")
+    p = primary.client()
+    n = 130000
+    pipe = p.pipeline(transaction=False)
+    for i in range(n):
+        pipe.set("w:%d" % i, "v")
+        if i % 10000 == 9999:
+            pipe.execute()
+    pipe.execute()
+
+    def state():
+        return (agent.metric("keydrift_watch_queue_length") or 0,
+                agent.metric("keydrift_watch_dropped_total") or 0)
+
+    q, dropped = wait_for(lambda: (lambda s: s[0] + s[1] >= n - 2000 and s)(state()),
+                          timeout=30 * SLOW, what="every write queued or dropped")
+    assert q <= 100000 and dropped >= n - 100000 - 2000, (q, dropped)
+    assert agent.metric("keydrift_watch_gaps_total") in (None, 0)
+    st = agent.status()
+    assert st["detection"]["watch_enabled"], st
 
 
 def test_big_key_is_not_fetched_whole(h):

@@ -9,7 +9,7 @@ import re
 import signal
 import time
 
-from harness import SLOW, wait_for
+from harness import SLOW, free_port, http_get, parse_metrics, wait_for
 
 CHANNEL = "cache_update"
 # TTL difference accepted between the primary and a cache: json TTLs start
@@ -320,9 +320,17 @@ def test_cache_restarted(h):
     assert st["applied"] == st["received"] == 500, st
 
 
+def sync_metrics(port):
+    """The sync's /metrics as {name: value} (unlabelled series only)."""
+    st, _, body = http_get("http://127.0.0.1:%d/metrics" % port)
+    assert st == 200
+    return {name: v for (name, labels), v in parse_metrics(body.decode()).items() if not labels}
+
+
 def test_primary_restarted(h):
     primary, cache = h.redis("primary"), h.redis("cache")
-    s = h.sync(primary, cache)
+    port = free_port()
+    s = h.sync(primary, cache, "--sync-metrics-listen", "127.0.0.1:%d" % port)
     first = publish_keys(primary, b"before", 50)
     wait_for(lambda: all_present(cache, first), what="keys before the primary restart")
 
@@ -338,6 +346,10 @@ def test_primary_restarted(h):
                   % primary.port, s.output())
     assert m, s.output()
     assert float(m.group(1)) >= 0.3, m.group(0)
+    met = sync_metrics(port)
+    assert met["keydrift_sync_resubscribes_total"] == 1, met
+    assert met["keydrift_sync_subscription_down_seconds_total"] >= 0.3, met
+    assert met["keydrift_sync_batches_total"] >= 1, met
     st = stop_clean(s)
     assert st["resubscribes"] == 1 and st["sub_down_s"] >= 0.3, st
 
@@ -443,7 +455,8 @@ def test_sigint_exits_cleanly(h):
 
 def test_pending_set_bound_while_cache_down(h):
     primary, cache = h.redis("primary"), h.redis("cache")
-    s = h.sync(primary, cache)
+    port = free_port()
+    s = h.sync(primary, cache, "--sync-metrics-listen", "127.0.0.1:%d" % port)
     cache.stop()
     r = primary.client()
     n = 100000 + 100  # the pending set keeps 100000 keys
@@ -455,9 +468,14 @@ def test_pending_set_bound_while_cache_down(h):
     p.execute()
     wait_for(lambda: "pending set full (100000 keys" in s.output(), timeout=30,
              what="the overflow warning")
+    met = wait_for(lambda: (lambda m: m["keydrift_sync_pending_dropped_total"] == 100 and m)(
+        sync_metrics(port)), what="the drops on /metrics")
+    assert met["keydrift_sync_pending_keys"] == 100000, met
     cache.start()
     wait_for(lambda: "pending keys applied" in s.output(), timeout=30,
              what="the pending keys to be applied")
+    wait_for(lambda: sync_metrics(port)["keydrift_sync_pending_keys"] == 0,
+             what="the pending gauge back to 0")
     st = stop_clean(s)
     assert st["received"] == n and st["pending_dropped"] == 100, st
     assert st["applied"] == 100000 and st["failed"] == 100 and st["pending_keys"] == 0, st
@@ -465,7 +483,6 @@ def test_pending_set_bound_while_cache_down(h):
 
 def test_sync_metrics_endpoint_and_client_name(h):
     import subprocess
-    from harness import free_port, http_get, parse_metrics
     primary = h.redis("primary")
     cache = h.redis("cache")
     port = free_port()

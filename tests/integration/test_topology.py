@@ -213,6 +213,8 @@ def test_sentinel_failover(h):
     assert confirmed_rows(agent.db) == []
     log = agent.proc.output()
     assert "failover" in log, log
+    assert agent.metric("keydrift_topology_changes_total", reason="failover") >= 1
+    assert agent.metric("keydrift_discovery_up") == 1
 
     # A divergence after the failover is still found.
     np_ = new_primary.client()
@@ -597,6 +599,8 @@ def test_several_dbs(h):
     wait_for(lambda: agent.metric("keydrift_shard_keys_checked_total", shard="0", db="0")
              and agent.metric("keydrift_shard_keys_checked_total", shard="0", db="3"),
              what="both engines checking")
+    for db in ("0", "3"):  # each engine's own cycle
+        assert 0 <= agent.metric("keydrift_shard_scan_progress_ratio", shard="0", db=db) <= 1
     # Both engines' open divergences count, in the replica's one series and
     # in the status's detection summary.
     assert agent.metric("keydrift_divergent_keys", replica="r1", kind="value") == 2

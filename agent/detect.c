@@ -1721,6 +1721,17 @@ static int enable_notifications(struct rconn *c)
     return ok ? 0 : -1;
 }
 
+/* Notifications cannot be had now: watch is off; try again in 5 s. */
+static void watch_down(struct detect *d, struct rconn *c)
+{
+    pthread_mutex_lock(&d->d_pmu);
+    d->d_prog.watch_enabled = 0;
+    pthread_mutex_unlock(&d->d_pmu);
+    rconn_close(c);
+    for (int i = 0; i < 50 && !d->d_stop; i++)
+        usleep(100000);
+}
+
 /* The watch thread: queues every key the primary reports written. */
 static void *watch_main(void *arg)
 {
@@ -1733,7 +1744,7 @@ static void *watch_main(void *arg)
                            .command_timeout_ms = cfg->command_timeout,
                            .backoff_max_ms = 2000};
     struct rconn *c = rconn_new(&cfg->primary, &o, d->d_o.primary);
-    int subscribed = 0;
+    int subscribed = 0, refused = 0;
     uint64_t lost_at = 0;
     char pattern[64];
 
@@ -1744,16 +1755,11 @@ static void *watch_main(void *arg)
                 usleep(100000);
                 continue;
             }
-            int on = enable_notifications(c) == 0;
-            pthread_mutex_lock(&d->d_pmu);
-            d->d_prog.watch_enabled = on;
-            pthread_mutex_unlock(&d->d_pmu);
-            if (!on) {
-                rconn_close(c);
-                for (int i = 0; i < 50 && !d->d_stop; i++)
-                    usleep(100000);
+            if (enable_notifications(c) < 0) {
+                watch_down(d, c);
                 continue;
             }
+            /* On once the server confirms the subscription. */
             if (rconn_append(c, "PSUBSCRIBE %s", pattern) < 0)
                 continue;
             subscribed = 1;
@@ -1780,9 +1786,30 @@ static void *watch_main(void *arg)
         }
         if (rc == 0)
             continue;
-        if (r->type == REDIS_REPLY_ARRAY && r->elements == 4 &&
-            r->element[0]->type == REDIS_REPLY_STRING && !strcmp(r->element[0]->str, "pmessage") &&
-            r->element[3]->type == REDIS_REPLY_STRING) {
+        if (r->type == REDIS_REPLY_ERROR) { /* the subscription refused (ACL, ...) */
+            if (!refused)
+                log_warnx("watch: PSUBSCRIBE %s refused (%s); writes in db %d are left to the "
+                          "scan (the agent's user needs the channel &%s)",
+                          pattern, r->str, d->d_o.db, pattern);
+            refused = 1;
+            freeReplyObject(r);
+            subscribed = 0;
+            watch_down(d, c);
+            continue;
+        }
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+            r->element[0]->type == REDIS_REPLY_STRING &&
+            !strcmp(r->element[0]->str, "psubscribe")) {
+            if (refused)
+                log_notice("watch: PSUBSCRIBE %s accepted", pattern);
+            refused = 0;
+            pthread_mutex_lock(&d->d_pmu);
+            d->d_prog.watch_enabled = 1;
+            pthread_mutex_unlock(&d->d_pmu);
+        } else if (r->type == REDIS_REPLY_ARRAY && r->elements == 4 &&
+                   r->element[0]->type == REDIS_REPLY_STRING &&
+                   !strcmp(r->element[0]->str, "pmessage") &&
+                   r->element[3]->type == REDIS_REPLY_STRING) {
             redisReply *k = r->element[3];
             if (!excluded(d, k->str, k->len))
                 wq_push(d, k->str, k->len, clock_mono_us());

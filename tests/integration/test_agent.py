@@ -1,6 +1,5 @@
 """keydrift run: lag by heartbeat and offset, replica status, metrics, HTTP."""
 import json
-import os
 import signal
 import subprocess
 import threading

@@ -1,7 +1,6 @@
 """Repair: each strategy fixes each kind it applies to, verified on the replica
 and in SQLite; never an older value over a newer one; the mass-repair guard."""
 import random
-import signal
 import sqlite3
 import threading
 import time

@@ -6,8 +6,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import threading
-import time
 
 import pytest
 

@@ -9,7 +9,6 @@ import subprocess
 import threading
 import time
 
-import pytest
 import redis
 import redis.cluster
 
@@ -495,6 +494,34 @@ def test_acl_minimal_user(h):
     denied = acl_denials(primary) + acl_denials(replica)
     assert denied == [], denied
     assert "NOPERM" not in agent.proc.output()
+
+
+def test_watch_is_on_only_where_notifications_are_received(h):
+    """With `db 0 3` and a user allowed only db 0's notification channel (as
+    the documented rule is), db 3's subscription is refused: the agent says
+    so, and keydrift_watch_enabled is 0 (watch is not on everywhere). Once
+    the channel is allowed, it comes on."""
+    primary = h.redis("primary")
+    replica = h.replica("replica", primary)
+    for s in (primary, replica):
+        acl_user(s)
+    pw = h.write_file("pw", "s3cret\n")
+    agent = Agent(h, primary, [("r1", replica, "native")],
+                  extra="redis-user keydrift\nredis-password-file %s\ndb 0 3\n" % pw)
+    wait_for(lambda: "PSUBSCRIBE __keyevent@3__:* refused" in agent.proc.output(),
+             what="the refusal logged")
+    time.sleep(0.5)
+    assert agent.metric("keydrift_watch_enabled") == 0
+    assert agent.status()["detection"]["watch_enabled"] in (0, False)
+    primary.client().execute_command("ACL", "SETUSER", "keydrift", "&__keyevent@3__:*")
+    wait_for(lambda: agent.metric("keydrift_watch_enabled") == 1, timeout=15,
+             what="watch on in both dbs")
+    assert "PSUBSCRIBE __keyevent@3__:* accepted" in agent.proc.output()
+    # db 3's writes are now verified as they happen.
+    before = agent.metric("keydrift_keys_checked_total", replica="r1", mode="watch") or 0
+    primary.client(db=3).set("w", "v")
+    wait_for(lambda: (agent.metric("keydrift_keys_checked_total", replica="r1", mode="watch")
+                      or 0) > before, what="the write in db 3 verified")
 
 
 # ------------------------------------------------------------------ TLS through stunnel

@@ -421,6 +421,33 @@ def test_lost_updates_found_fast_in_watch_mode(h):
     assert not db_rows(agent.db, "CAST(key AS TEXT) LIKE 'bg:%'")
 
 
+def test_watch_survives_losing_its_notification_link(h):
+    """The notification connection killed: the gap is counted, logged and
+    recorded as an event, watch reads off until it has re-subscribed, and a
+    lost update written after that is still found by watch."""
+    primary = h.redis("primary")
+    cache = h.redis("cache")
+    h.sync(primary, cache)
+    agent = Agent(h, primary, [("c1", cache, "pubsub")], extra="sample-modes watch\n")
+    wait_for(lambda: agent.metric("keydrift_watch_enabled") == 1, what="watch on")
+    p = primary.client()
+    assert p.execute_command("CLIENT", "KILL", "TYPE", "pubsub") >= 1
+    wait_for(lambda: agent.metric("keydrift_watch_gaps_total") == 1, what="the gap counted")
+    wait_for(lambda: "notifications were down for" in agent.proc.output(),
+             what="the gap logged once re-subscribed")
+    wait_for(lambda: agent.metric("keydrift_watch_enabled") == 1, what="watch on again")
+    con = sqlite3.connect(agent.db)
+    try:
+        wait_for(lambda: con.execute("SELECT COUNT(*) FROM events WHERE type = 'watch-gap'")
+                 .fetchone()[0] == 1, what="the gap recorded")
+    finally:
+        con.close()
+    p.set("lost:after-gap", "never published")
+    wait_for(lambda: (b"lost:after-gap", "missing") in confirmed_kinds(agent), timeout=10 * SLOW,
+             what="a lost update after the gap found")
+    assert [r[4] for r in db_rows(agent.db, "kind='missing'")] == ["watch"]
+
+
 def test_watch_queue_is_bounded_and_drops_are_counted(h):
     """Written keys arriving faster than the budget verifies them: the queue
     stops at 100,000 keys, the rest are counted as dropped (left to the

@@ -1677,9 +1677,11 @@ static void wq_push(struct detect *d, const char *k, size_t len, uint64_t seen)
 
 /*
  * Enables keyspace notifications for every write (flags K/E and A) unless
- * already on; returns 0 when they are (or were made) on.
+ * already on; returns 0 when they are (or were made) on. *warned: a
+ * warning was logged since they were last on (one per outage, not one per
+ * retry).
  */
-static int enable_notifications(struct rconn *c)
+static int enable_notifications(struct rconn *c, int *warned)
 {
     redisReply *r = rconn_command(c, "CONFIG GET notify-keyspace-events");
     char flags[64] = "";
@@ -1688,10 +1690,12 @@ static int enable_notifications(struct rconn *c)
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
         r->element[1]->type == REDIS_REPLY_STRING)
         snprintf(flags, sizeof(flags), "%s", r->element[1]->str);
-    else if (r && r->type == REDIS_REPLY_ERROR)
+    else if (r && r->type == REDIS_REPLY_ERROR && !*warned) {
         log_warnx("watch: CONFIG GET refused (%s); enable notify-keyspace-events \"EA\" on the "
                   "primary for watch mode",
                   r->str);
+        *warned = 1;
+    }
     if (r)
         freeReplyObject(r);
     if (!r)
@@ -1701,8 +1705,12 @@ static int enable_notifications(struct rconn *c)
         strchr(flags, 'A') != NULL ||
         (strchr(flags, 'g') && strchr(flags, '$') && strchr(flags, 'l') && strchr(flags, 's') &&
          strchr(flags, 'h') && strchr(flags, 'z') && strchr(flags, 'x') && strchr(flags, 't'));
-    if (has_e && has_a)
+    if (has_e && has_a) {
+        if (*warned)
+            log_notice("watch: keyspace notifications are on");
+        *warned = 0;
         return 0;
+    }
     char want[80];
     snprintf(want, sizeof(want), "%s%s%s", flags, has_e ? "" : "E", has_a ? "" : "A");
     r = rconn_command(c, "CONFIG SET notify-keyspace-events %s", want);
@@ -1711,7 +1719,9 @@ static int enable_notifications(struct rconn *c)
                    "(notify-keyspace-events \"%s\")",
                    want);
         ok = 1;
-    } else {
+        *warned = 0;
+    } else if (!*warned) {
+        *warned = 1;
         log_warnx("watch: cannot enable keyspace notifications (%s); set notify-keyspace-events "
                   "\"%s\" on the primary, or drop 'watch' from sample-modes",
                   r && r->type == REDIS_REPLY_ERROR ? r->str : "no answer", want);
@@ -1744,7 +1754,7 @@ static void *watch_main(void *arg)
                            .command_timeout_ms = cfg->command_timeout,
                            .backoff_max_ms = 2000};
     struct rconn *c = rconn_new(&cfg->primary, &o, d->d_o.primary);
-    int subscribed = 0, refused = 0;
+    int subscribed = 0, refused = 0, warned = 0;
     uint64_t lost_at = 0;
     char pattern[64];
 
@@ -1755,7 +1765,7 @@ static void *watch_main(void *arg)
                 usleep(100000);
                 continue;
             }
-            if (enable_notifications(c) < 0) {
+            if (enable_notifications(c, &warned) < 0) {
                 watch_down(d, c);
                 continue;
             }

@@ -524,6 +524,30 @@ def test_watch_is_on_only_where_notifications_are_received(h):
                       or 0) > before, what="the write in db 3 verified")
 
 
+def test_watch_without_config_set_warns_once_and_follows_the_operator(h):
+    """A user without CONFIG SET cannot turn keyspace notifications on: the
+    agent says what to set, once (not at every retry), and watch is off;
+    once an operator sets them, watch comes on by itself."""
+    primary = h.redis("primary")
+    replica = h.replica("replica", primary)
+    for s in (primary, replica):
+        acl_user(s, AGENT_ACL.replace("+config|set", ""))
+    pw = h.write_file("pw", "s3cret\n")
+    agent = Agent(h, primary, [("r1", replica, "native")],
+                  extra="redis-user keydrift\nredis-password-file %s\n" % pw)
+    warning = "cannot enable keyspace notifications"
+    wait_for(lambda: warning in agent.proc.output(), what="the warning")
+    assert 'set notify-keyspace-events "EA" on the primary' in agent.proc.output()
+    assert agent.metric("keydrift_watch_enabled") == 0
+    time.sleep(11)  # two retries
+    assert agent.proc.output().count(warning) == 1, agent.proc.output()
+    assert agent.metric("keydrift_watch_enabled") == 0
+    primary.client().config_set("notify-keyspace-events", "EA")
+    wait_for(lambda: agent.metric("keydrift_watch_enabled") == 1, timeout=15,
+             what="watch on once the operator enabled notifications")
+    assert "keyspace notifications are on" in agent.proc.output()
+
+
 # ------------------------------------------------------------------ TLS through stunnel
 
 def make_certs(d):

@@ -599,6 +599,35 @@ def test_random_ratio_estimates_the_divergent_share(h):
     assert 0.06 <= est[0] <= 0.14 and est[1] < est[0] < est[2], est
 
 
+def test_sampling_pauses_while_a_replica_lags(h):
+    """While a replica's lag is above lag-warn, the samplers stop reading the
+    primary (they would only find lag), and go on once it has caught up."""
+    primary, replica = filled_pair(h, "l", 20000)
+    p = primary.client()
+    agent = Agent(h, primary, [("r1", replica, "native")],
+                  extra="sample-modes scan random\nlag-warn 300ms\n")
+
+    def sampling_calls():
+        st = p.info("commandstats")
+        return sum(st.get("cmdstat_" + c, {"calls": 0})["calls"] for c in ("scan", "randomkey"))
+
+    wait_for(lambda: sampling_calls() > 20, what="sampling")
+    replica.pause()
+    try:
+        wait_for(lambda: agent.replica_status("r1")["status"] in ("lagging", "stalled"),
+                 what="the replica lagging")
+        c0 = sampling_calls()
+        time.sleep(2.0)
+        during = sampling_calls() - c0
+    finally:
+        replica.resume()
+    assert during <= 2, during  # a step already under way may finish
+    wait_for(lambda: agent.replica_status("r1")["status"] == "ok", what="caught up")
+    c1 = sampling_calls()
+    time.sleep(1.0)
+    assert sampling_calls() - c1 > 10
+
+
 def test_budget_holds(h):
     primary, replica = filled_pair(h, "b", 50000)
     p = primary.client()

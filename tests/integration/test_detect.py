@@ -172,6 +172,23 @@ def test_check_finds_every_kind_on_a_pubsub_cache(h):
     assert {k: d["kind"] for k, d in found(doc, "c1").items()} == EXPECTED
 
 
+def test_confirmation_waits_at_most_confirm_timeout(h):
+    """A cache whose subscriber is gone never shows a later heartbeat, so its
+    suspects cannot wait for it to catch up: they are looked at again after
+    confirm-timeout, and confirmed then, not waited on forever."""
+    primary = h.redis("primary")
+    cache = h.redis("cache")
+    primary.client().set("only:on:primary", "v")
+    conf = h.write_file("k.conf", "primary %s\nreplica c1 %s pubsub\nhistory-db \"\"\n"
+                        "confirm-timeout 2s\n" % (primary.addr, cache.addr))
+    t0 = time.monotonic()
+    rc, doc = check_json(h, conf)
+    took = time.monotonic() - t0
+    assert rc == 1 and {k: d["kind"] for k, d in found(doc, "c1").items()} == \
+        {b"only:on:primary": "missing"}, doc
+    assert 2.0 <= took < 2.0 + 3 * SLOW, took
+
+
 def test_check_consistent_exits_0_and_unreachable_exits_2(h):
     primary = h.redis("primary")
     replica = h.replica("replica", primary)
@@ -499,6 +516,11 @@ def test_big_key_is_not_fetched_whole(h):
     r.append("big", b"more")
     rc, doc = check_json(h, conf)
     assert rc == 1 and found(doc, "r1")[b"big"]["kind"] == "value"
+    # The daemon counts it among the keys compared by samples.
+    agent = Agent(h, primary, [("r1", replica, "native")],
+                  extra="max-value-bytes 1mb\nsample-modes scan\n")
+    wait_for(lambda: (agent.metric("keydrift_keys_skipped_total", reason="large-sampled")
+                      or 0) >= 1, what="the big key counted as sampled")
 
 
 def test_big_values_of_the_same_length_that_differ_are_confirmed(h):

@@ -61,6 +61,8 @@ static int parse_replica(struct config *c, int argc, const char **argv, char *wh
 static void render_replica(const struct config *c, char *buf, size_t len);
 static int parse_discovery(struct config *c, int argc, const char **argv, char *why, size_t wl);
 static void render_discovery(const struct config *c, char *buf, size_t len);
+static int parse_addrmap(struct config *c, int argc, const char **argv, char *why, size_t wl);
+static void render_addrmap(const struct config *c, char *buf, size_t len);
 static int parse_dbs(struct config *c, int argc, const char **argv, char *why, size_t wl);
 static void render_dbs(const struct config *c, char *buf, size_t len);
 static int parse_modes(struct config *c, int argc, const char **argv, char *why, size_t wl);
@@ -78,6 +80,7 @@ static const struct cfg_option cfg_options[] = {
     {"primary", T_ADDR, FIELD(primary), 0, 0, "127.0.0.1:6379", NULL, NULL, NULL, 0},
     {"replica", T_CUSTOM, 0, 0, 0, "", NULL, parse_replica, render_replica, 1},
     {"discovery", T_CUSTOM, 0, 0, 0, "static", NULL, parse_discovery, render_discovery, 0},
+    {"address-map", T_CUSTOM, 0, 0, 0, "", NULL, parse_addrmap, render_addrmap, 1},
     {"shard-index", T_CUSTOM, 0, 0, 0, "1/1", NULL, parse_shard, render_shard, 0},
     {"db", T_CUSTOM, 0, 0, 0, "0", NULL, parse_dbs, render_dbs, 0},
     {"redis-user", T_STR, FIELD(redis_user), 0, 0, "", NULL, NULL, NULL, 0},
@@ -529,6 +532,50 @@ static void render_discovery(const struct config *c, char *buf, size_t len)
         char a[CFG_HOST_MAX + 16];
         render_addr(&c->discovery_addrs[i], a, sizeof(a));
         o += (size_t)snprintf(buf + o, len - o, " %s", a);
+    }
+}
+
+static int parse_addrmap(struct config *c, int argc, const char **argv, char *why, size_t wl)
+{
+    struct cfg_addr_map m;
+
+    if (argc == 0) /* the empty default: no map */
+        return 0;
+    if (argc != 2) {
+        snprintf(why, wl, "wants DISCOVERED-HOST:PORT REACHED-AT-HOST:PORT");
+        return -1;
+    }
+    for (int i = 0; i < 2; i++) {
+        if (cfg_parse_addr(argv[i], i ? &m.to : &m.from) < 0) {
+            snprintf(why, wl, "'%s' is not HOST:PORT", argv[i]);
+            return -1;
+        }
+    }
+    for (int i = 0; i < c->naddr_map; i++) {
+        if (!strcmp(c->addr_map[i].from.host, m.from.host) &&
+            c->addr_map[i].from.port == m.from.port) {
+            snprintf(why, wl, "'%s' is mapped twice", argv[0]);
+            return -1;
+        }
+    }
+    if (c->naddr_map >= CFG_MAX_ADDR_MAP) {
+        snprintf(why, wl, "at most %d address-map lines", CFG_MAX_ADDR_MAP);
+        return -1;
+    }
+    c->addr_map[c->naddr_map++] = m;
+    return 0;
+}
+
+static void render_addrmap(const struct config *c, char *buf, size_t len)
+{
+    size_t o = 0;
+
+    buf[0] = '\0';
+    for (int i = 0; i < c->naddr_map && o < len; i++) {
+        char f[CFG_HOST_MAX + 16], t[CFG_HOST_MAX + 16];
+        render_addr(&c->addr_map[i].from, f, sizeof(f));
+        render_addr(&c->addr_map[i].to, t, sizeof(t));
+        o += (size_t)snprintf(buf + o, len - o, "%s%s %s", i ? "; " : "", f, t);
     }
 }
 

@@ -15,6 +15,7 @@
 #define CFG_MAX_REPLICAS 32
 #define CFG_MAX_DBS      16
 #define CFG_MAX_SENTINEL 8
+#define CFG_MAX_ADDR_MAP 32
 #define CFG_NAME_MAX     64
 #define CFG_HOST_MAX     256
 #define CFG_ERR_MAX      512
@@ -62,6 +63,12 @@ struct config {
     char *sentinel_user;
     char *sentinel_password_file;
     char *sentinel_password; /* from the file or KEYDRIFT_SENTINEL_PASSWORD */
+    /* address-map: a discovered node at from is reached at to (a local
+     * stunnel, a NAT) */
+    struct cfg_addr_map {
+        struct cfg_addr from, to;
+    } addr_map[CFG_MAX_ADDR_MAP];
+    int naddr_map;
     long long discovery_interval;
     long long connect_timeout;
     long long command_timeout;

@@ -440,18 +440,51 @@ static int resolve_cluster(const struct config *cfg, struct topo *t, char *err, 
     return 0;
 }
 
+/* The address a discovered node at a is reached at (address-map). */
+static void map_addr(const struct config *cfg, struct cfg_addr *a)
+{
+    for (int i = 0; i < cfg->naddr_map; i++)
+        if (addr_eq(a, &cfg->addr_map[i].from)) {
+            *a = cfg->addr_map[i].to;
+            return;
+        }
+}
+
+/*
+ * Discovery reports the nodes' own addresses; each is replaced by where
+ * address-map says it is reached. Names stay those of the discovered
+ * addresses, so they do not depend on the way in.
+ */
+static void map_topo(const struct config *cfg, struct topo *t)
+{
+    for (int i = 0; i < t->t_nshards; i++) {
+        struct topo_shard *s = &t->t_shards[i];
+        map_addr(cfg, &s->ts_primary);
+        for (int k = 0; k < s->ts_nreplicas; k++)
+            if (s->ts_replicas[k].kind == REPLICA_NATIVE)
+                map_addr(cfg, &s->ts_replicas[k].addr);
+    }
+}
+
 int topo_resolve(const struct config *cfg, struct topo *t, char *err, size_t errlen)
 {
+    int rc;
+
     switch (cfg->discovery) {
     case DISCOVERY_SENTINEL:
-        return resolve_sentinel(cfg, t, err, errlen);
-    case DISCOVERY_CLUSTER:
-        return resolve_cluster(cfg, t, err, errlen);
-    case DISCOVERY_STATIC:
+        rc = resolve_sentinel(cfg, t, err, errlen);
         break;
+    case DISCOVERY_CLUSTER:
+        rc = resolve_cluster(cfg, t, err, errlen);
+        break;
+    case DISCOVERY_STATIC:
+    default:
+        resolve_static(cfg, t);
+        return 0;
     }
-    resolve_static(cfg, t);
-    return 0;
+    if (rc == 0)
+        map_topo(cfg, t);
+    return rc;
 }
 
 int topo_equal(const struct topo *a, const struct topo *b)

@@ -617,6 +617,55 @@ def test_tls_through_stunnel(h):
              what="divergence through stunnel")
 
 
+def test_tls_sentinel_through_stunnel_with_an_address_map(h):
+    """Sentinel discovery over TLS: Sentinel reports the nodes' own (TLS)
+    addresses, which a plain-TCP agent cannot use; address-map sends each to
+    its local stunnel client. Lag is measured and a divergence found on the
+    discovered replica, named by its own address."""
+    certs = make_certs(h.tmp)
+    pport = tls_redis(h, "tls-primary", certs)
+    plocal, pc = stunnel(h, "primary", pport, certs)
+    rport = tls_redis(h, "tls-replica", certs, ["--tls-replication", "yes",
+                                                "--replicaof", "127.0.0.1", str(pport)])
+    rlocal, rc = stunnel(h, "replica", rport, certs)
+    wait_for(lambda: rc.info("replication").get("master_link_status") == "up", timeout=20,
+             what="TLS replication up")
+    sport = free_port()
+    d = os.path.join(h.tmp, "tls-sentinel")
+    os.makedirs(d, exist_ok=True)
+    conf = os.path.join(d, "sentinel.conf")
+    with open(conf, "w") as f:
+        f.write("port 0\ntls-port %d\nbind 127.0.0.1\nprotected-mode no\ndir %s\n"
+                "tls-cert-file %s\ntls-key-file %s\ntls-ca-cert-file %s\n"
+                "tls-auth-clients no\ntls-replication yes\n"
+                "sentinel monitor mymaster 127.0.0.1 %d 1\n"
+                % (sport, d, certs["server.crt"], certs["server.key"], certs["ca.crt"], pport))
+    h.procs.append(Proc(["redis-server", conf, "--sentinel"], os.path.join(d, "sentinel.log")))
+    slocal, sc = stunnel(h, "sentinel", sport, certs)
+    def replica_flags():
+        reps = sc.execute_command("SENTINEL", "replicas", "mymaster")
+        return [dict(zip(r[::2], r[1::2]))[b"flags"] for r in reps]
+    wait_for(lambda: replica_flags() == [b"slave"], timeout=30,
+             what="sentinel to reach the replica over TLS")
+    for i in range(30):
+        pc.set("tls:%d" % i, "v")
+    wait_for(lambda: rc.get("tls:29") == b"v", what="replicated over TLS")
+    agent = Agent(h, "127.0.0.1:1", extra="discovery sentinel mymaster 127.0.0.1:%d\n"
+                  "address-map 127.0.0.1:%d 127.0.0.1:%d\naddress-map 127.0.0.1:%d 127.0.0.1:%d\n"
+                  % (slocal, pport, plocal, rport, rlocal))
+    name = "127.0.0.1-%d" % rport
+    wait_for(lambda: agent.status()["primary"]["address"] == "127.0.0.1:%d" % plocal,
+             what="the primary reached through its stunnel")
+    def measured():
+        rs = [r for r in agent.status()["replicas"] if r["name"] == name]
+        return rs and rs[0]["status"] == "ok" and rs[0]["lag_seconds"] is not None
+    wait_for(measured, what="lag of the discovered replica through its stunnel")
+    rc.config_set("replica-read-only", "no")
+    rc.set("tls:3", "stale")
+    wait_for(lambda: confirmed(agent, replica=name, kind="value") >= 1, timeout=30,
+             what="divergence on the discovered replica")
+
+
 # ------------------------------------------------------------------ several dbs
 
 def test_several_dbs(h):

@@ -90,7 +90,9 @@ TEST(config_full_file)
                        "repair-max-share 0.1\n"
                        "sample-modes scan watch\n"
                        "db 0 3\n"
-                       "discovery sentinel mymaster 127.0.0.1:26379 127.0.0.1:26380\n";
+                       "discovery sentinel mymaster 127.0.0.1:26379 127.0.0.1:26380\n"
+                       "address-map 10.0.0.5:6380 127.0.0.1:16380\n"
+                       "address-map 10.0.0.6:6380 127.0.0.1:16381\n";
     struct config c;
     char err[512];
 
@@ -110,6 +112,8 @@ TEST(config_full_file)
     CHECK(c.ndbs == 2 && c.dbs[1] == 3);
     CHECK(c.discovery == DISCOVERY_SENTINEL && c.ndiscovery_addrs == 2);
     CHECK_STR(c.discovery_master, "mymaster");
+    CHECK(c.naddr_map == 2 && c.addr_map[1].from.port == 6380 && c.addr_map[1].to.port == 16381);
+    CHECK_STR(c.addr_map[1].from.host, "10.0.0.6");
     CHECK(cfg_find_replica(&c, "replica-1") == &c.replicas[1]);
     CHECK(cfg_find_replica(&c, "nope") == NULL);
     cfg_free(&c);
@@ -158,6 +162,10 @@ TEST(config_errors_name_file_line_option)
     expect_error("db 0 0\n", "database 0 is listed twice");
     expect_error("log-level loud\n", "wants one of debug|info");
     expect_error("discovery sentinel\n", "sentinel wants MASTER-NAME");
+    expect_error("address-map 10.0.0.5:6380\n", "option 'address-map': wants DISCOVERED-HOST:PORT");
+    expect_error("address-map 10.0.0.5:6380 local\n", "'local' is not HOST:PORT");
+    expect_error("address-map a:1 b:2\naddress-map a:1 c:3\n",
+                 "bad.conf:2: option 'address-map': 'a:1' is mapped twice");
 }
 
 TEST(config_command_line_overrides)

@@ -1105,13 +1105,12 @@ draw:
     if (pair_run(p, r, cmds, 1, pr, rr, why) < 0)
         goto out;
     if (script && (refused(pr[0]) || refused(rr[0]))) {
-        /* Scripting denied or broken on a node: random fields, for a while. */
+        /* Refused (HSCAN not allowed, ...): random fields this time. Not
+         * the connection's script tag: the fetch script may still be fine. */
         for (int s = 0; s < 2; s++) {
             redisReply *e = s ? rr[0] : pr[0];
-            if (refused(e)) {
+            if (refused(e))
                 log_debug("compare: hash-field script refused: %.200s", e->str);
-                rconn_set_tag(s ? r : p, clock_mono_us() + CMP_SCRIPT_RETRY_US);
-            }
         }
         free_replies(pr, 1);
         free_replies(rr, 1);

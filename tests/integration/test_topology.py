@@ -91,22 +91,27 @@ class LoadWriter:
 SENTINEL_DOWN_AFTER_MS = 2000
 
 
+def sentinel(h, name, conf):
+    """Starts a Sentinel in a directory of its own, from conf (plus bind,
+    protected-mode and dir lines)."""
+    d = os.path.join(h.tmp, name)
+    os.makedirs(d, exist_ok=True)
+    path = os.path.join(d, "sentinel.conf")
+    with open(path, "w") as f:
+        f.write("bind 127.0.0.1\nprotected-mode no\ndir %s\n%s" % (d, conf))
+    h.procs.append(Proc(["redis-server", path, "--sentinel"], os.path.join(d, "sentinel.log")))
+
+
 def start_sentinels(h, primary, n=3):
     sentinels = []
     for k in range(n):
         port = free_port()
-        d = os.path.join(h.tmp, "sentinel%d" % k)
-        os.makedirs(d, exist_ok=True)
-        conf = os.path.join(d, "sentinel.conf")
-        with open(conf, "w") as f:
-            f.write("port %d\nbind 127.0.0.1\nprotected-mode no\ndir %s\n"
-                    "sentinel monitor mymaster 127.0.0.1 %d 2\n"
-                    "sentinel down-after-milliseconds mymaster %d\n"
-                    "sentinel failover-timeout mymaster 5000\n"
-                    "sentinel parallel-syncs mymaster 1\n"
-                    % (port, d, primary.port, SENTINEL_DOWN_AFTER_MS))
-        p = Proc(["redis-server", conf, "--sentinel"], os.path.join(d, "sentinel.log"))
-        h.procs.append(p)
+        sentinel(h, "sentinel%d" % k,
+                 "port %d\nsentinel monitor mymaster 127.0.0.1 %d 2\n"
+                 "sentinel down-after-milliseconds mymaster %d\n"
+                 "sentinel failover-timeout mymaster 5000\n"
+                 "sentinel parallel-syncs mymaster 1\n"
+                 % (port, primary.port, SENTINEL_DOWN_AFTER_MS))
         c = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2, decode_responses=True)
         sentinels.append((port, c))
     for port, c in sentinels:
@@ -592,10 +597,10 @@ def stunnel(h, name, tls_port, certs):
     return local, c
 
 
-def test_tls_through_stunnel(h):
-    """TLS-only servers (the replica replicates over TLS too), reached through
-    local stunnel clients: lag is measured and a divergence found."""
-    certs = make_certs(h.tmp)
+def tls_pair(h, certs):
+    """A TLS-only primary and a replica replicating over TLS, each behind a
+    stunnel client, holding tls:0..29: ((TLS port, stunnel port, client)
+    of the primary, the same of the replica)."""
     pport = tls_redis(h, "tls-primary", certs)
     plocal, pc = stunnel(h, "primary", pport, certs)
     rport = tls_redis(h, "tls-replica", certs, ["--tls-replication", "yes",
@@ -606,6 +611,13 @@ def test_tls_through_stunnel(h):
     for i in range(30):
         pc.set("tls:%d" % i, "v")
     wait_for(lambda: rc.get("tls:29") == b"v", what="replicated over TLS")
+    return (pport, plocal, pc), (rport, rlocal, rc)
+
+
+def test_tls_through_stunnel(h):
+    """TLS-only servers (the replica replicates over TLS too), reached through
+    local stunnel clients: lag is measured and a divergence found."""
+    (_, plocal, _), (_, rlocal, rc) = tls_pair(h, make_certs(h.tmp))
     agent = Agent(h, "127.0.0.1:%d" % plocal, [("r1", "127.0.0.1:%d" % rlocal, "native")])
     wait_for(lambda: agent.replica_status("r1")["status"] == "ok"
              and agent.replica_status("r1")["lag_seconds"] is not None
@@ -623,33 +635,19 @@ def test_tls_sentinel_through_stunnel_with_an_address_map(h):
     its local stunnel client. Lag is measured and a divergence found on the
     discovered replica, named by its own address."""
     certs = make_certs(h.tmp)
-    pport = tls_redis(h, "tls-primary", certs)
-    plocal, pc = stunnel(h, "primary", pport, certs)
-    rport = tls_redis(h, "tls-replica", certs, ["--tls-replication", "yes",
-                                                "--replicaof", "127.0.0.1", str(pport)])
-    rlocal, rc = stunnel(h, "replica", rport, certs)
-    wait_for(lambda: rc.info("replication").get("master_link_status") == "up", timeout=20,
-             what="TLS replication up")
+    (pport, plocal, _), (rport, rlocal, rc) = tls_pair(h, certs)
     sport = free_port()
-    d = os.path.join(h.tmp, "tls-sentinel")
-    os.makedirs(d, exist_ok=True)
-    conf = os.path.join(d, "sentinel.conf")
-    with open(conf, "w") as f:
-        f.write("port 0\ntls-port %d\nbind 127.0.0.1\nprotected-mode no\ndir %s\n"
-                "tls-cert-file %s\ntls-key-file %s\ntls-ca-cert-file %s\n"
-                "tls-auth-clients no\ntls-replication yes\n"
-                "sentinel monitor mymaster 127.0.0.1 %d 1\n"
-                % (sport, d, certs["server.crt"], certs["server.key"], certs["ca.crt"], pport))
-    h.procs.append(Proc(["redis-server", conf, "--sentinel"], os.path.join(d, "sentinel.log")))
+    sentinel(h, "tls-sentinel",
+             "port 0\ntls-port %d\ntls-cert-file %s\ntls-key-file %s\ntls-ca-cert-file %s\n"
+             "tls-auth-clients no\ntls-replication yes\n"
+             "sentinel monitor mymaster 127.0.0.1 %d 1\n"
+             % (sport, certs["server.crt"], certs["server.key"], certs["ca.crt"], pport))
     slocal, sc = stunnel(h, "sentinel", sport, certs)
     def replica_flags():
         reps = sc.execute_command("SENTINEL", "replicas", "mymaster")
         return [dict(zip(r[::2], r[1::2]))[b"flags"] for r in reps]
     wait_for(lambda: replica_flags() == [b"slave"], timeout=30,
              what="sentinel to reach the replica over TLS")
-    for i in range(30):
-        pc.set("tls:%d" % i, "v")
-    wait_for(lambda: rc.get("tls:29") == b"v", what="replicated over TLS")
     agent = Agent(h, "127.0.0.1:1", extra="discovery sentinel mymaster 127.0.0.1:%d\n"
                   "address-map 127.0.0.1:%d 127.0.0.1:%d\naddress-map 127.0.0.1:%d 127.0.0.1:%d\n"
                   % (slocal, pport, plocal, rport, rlocal))

@@ -83,10 +83,10 @@ def test_native_replication_state_and_heartbeat_age(h):
     """What INFO says of a native replica's link (seconds since it heard from
     the primary, a full sync in progress, replication-id changes) and the age
     of the last heartbeat written, each following what is done to them."""
-    # The primary serialises its keys for a full sync 150 us apiece: 3 s.
+    # The primary serialises its keys for a full sync 150 us apiece: 6 s.
     primary = h.redis("primary", args=["--rdb-key-save-delay", "150"])
     pipe = primary.client().pipeline(transaction=False)
-    for i in range(20000):
+    for i in range(40000):
         pipe.set("k:%d" % i, "v")
     pipe.execute()
     # Not h.replica(): that waits for the link.

@@ -150,9 +150,10 @@ def test_check_progress_line_on_a_terminal(h):
     # Compared and scanned only grow; the replica phase shows while it runs.
     for a, b in zip(seen, seen[1:]):
         assert b[0] >= a[0] and b[2] >= a[2], (a, b)
-    first, replica_phase = seen[0], [s for s in seen if s[0] >= 3000 and 0 < s[2] < s[3]]
-    assert first[0] < 3000 and first[4] > 0 and first[5] > 0, first
-    assert replica_phase, seen
+    primary_phase = [s for s in seen if 0 < s[0] < 3000 and s[2] == 0]
+    replica_phase = [s for s in seen if s[0] >= 3000 and 0 < s[2] < s[3]]
+    assert primary_phase and replica_phase, seen
+    assert primary_phase[0][4] > 0 and primary_phase[0][5] > 0, primary_phase  # rate, ETA
     assert all(3000 <= s[3] <= 3010 for s in replica_phase), replica_phase  # its DBSIZE
     assert replica_phase[0][5] > 0, replica_phase  # not done yet: an ETA
     # On a pipe: no progress line.

@@ -367,6 +367,12 @@ def test_no_false_alarms_from_a_slow_subscriber(h):
     assert suspects > 50, suspects  # the cache really was behind, often
     wait_for(lambda: confirmed_rows(agent), what="the unpublished key confirmed")
     assert confirmed_rows(agent) == [(b"lost", "missing")]
+    # Every suspect but the lost key's was cleared, and counted as such
+    # (a few may still be waiting for their second look).
+    m = agent.metrics()
+    suspects = m[("keydrift_divergences_suspected_total", frozenset({("replica", "c1")}))]
+    cleared = m[("keydrift_divergences_cleared_total", frozenset({("replica", "c1")}))]
+    assert suspects - 1 - 20 <= cleared <= suspects - 1, (suspects, cleared)
 
 
 def test_no_ttl_false_alarms_while_the_primary_resets_expiries(h):

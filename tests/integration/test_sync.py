@@ -509,3 +509,20 @@ def test_sync_metrics_endpoint_and_client_name(h):
     assert m[("keydrift_sync_messages_total", frozenset({("outcome", "malformed")}))] == 1
     r = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True)
     assert r.returncode == 0, r.stdout + r.stderr
+    # 300 updates of one key in one pipeline: each batch applies the key
+    # once; the other messages in it are counted as coalesced.
+    b0, c0 = (m[("keydrift_sync_batches_total", frozenset())],
+              m[("keydrift_sync_coalesced_total", frozenset())])
+    pipe = p.pipeline(transaction=False)
+    for i in range(300):
+        pipe.set("co", i)
+        pipe.publish("cache_update", "co")
+    pipe.execute()
+    wait_for(lambda: parse_metrics(http_get(url)[2].decode()).get(
+        ("keydrift_sync_messages_total", frozenset({("outcome", "received")}))) == 311,
+        what="the 300 received")
+    wait_for(lambda: cache.client().get("co") == b"299", what="the last value applied")
+    met = sync_metrics(port)
+    batches = met["keydrift_sync_batches_total"] - b0
+    coalesced = met["keydrift_sync_coalesced_total"] - c0
+    assert batches + coalesced == 300 and coalesced > 0, (batches, coalesced)

@@ -282,6 +282,8 @@ static int parse_shards(const redisReply *r, struct raw_shard *out, int max)
         for (size_t k = 0; k < nodes->elements; k++) {
             const redisReply *nd = nodes->element[k];
             const redisReply *ip = map_get(nd, "ip"), *port = map_get(nd, "port");
+            if (!port) /* a TLS-only node (tls-cluster yes, port 0) */
+                port = map_get(nd, "tls-port");
             const redisReply *role = map_get(nd, "role"), *health = map_get(nd, "health");
             struct cfg_addr a;
             char rl[16], hl[16];

@@ -569,10 +569,10 @@ def make_certs(d):
     return {k: os.path.join(d, k) for k in ("ca.crt", "server.crt", "server.key")}
 
 
-def tls_redis(h, name, certs, extra=()):
+def tls_redis(h, name, certs, extra=(), port=None):
     d = os.path.join(h.tmp, name)
     os.makedirs(d, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     p = Proc(["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
               "--tls-cert-file", certs["server.crt"], "--tls-key-file", certs["server.key"],
               "--tls-ca-cert-file", certs["ca.crt"], "--tls-auth-clients", "no",
@@ -662,6 +662,68 @@ def test_tls_sentinel_through_stunnel_with_an_address_map(h):
     rc.set("tls:3", "stale")
     wait_for(lambda: confirmed(agent, replica=name, kind="value") >= 1, timeout=30,
              what="divergence on the discovered replica")
+
+
+def test_tls_cluster_through_stunnel_with_an_address_map(h):
+    """A TLS-only cluster (its nodes report only a tls-port), every node behind
+    a stunnel client: `keydrift check` discovers it through one node's
+    stunnel, reaches each node through the map, and finds a divergence on a
+    shard's replica."""
+    certs = make_certs(h.tmp)
+    ports = []
+    while len(ports) < 6:
+        p = cluster_port()
+        if p not in ports:
+            ports.append(p)
+    local = {}
+    for i, port in enumerate(ports):
+        tls_redis(h, "tc%d" % i, certs, ["--cluster-enabled", "yes", "--cluster-config-file",
+                                         "nodes.conf", "--cluster-node-timeout", "2000",
+                                         "--tls-cluster", "yes", "--tls-replication", "yes"],
+                  port=port)
+        local[port] = stunnel(h, "tc%d" % i, port, certs)
+    p = subprocess.run(["redis-cli", "--tls", "--cacert", certs["ca.crt"], "--cluster", "create"]
+                       + ["127.0.0.1:%d" % x for x in ports]
+                       + ["--cluster-replicas", "1", "--cluster-yes"],
+                       capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stdout.decode() + p.stderr.decode()
+
+    def shards():
+        """{primary TLS port: (replica TLS port, slot ranges)} once every shard has both."""
+        out = {}
+        for sh in local[ports[0]][1].execute_command("CLUSTER", "SHARDS"):
+            sh = dict(zip(sh[::2], sh[1::2]))
+            nodes = [dict(zip(n[::2], n[1::2])) for n in sh[b"nodes"]]
+            assert all(b"port" not in n for n in nodes)  # TLS only: tls-port alone
+            prim = [int(n[b"tls-port"]) for n in nodes if n[b"role"] == b"master"]
+            rep = [int(n[b"tls-port"]) for n in nodes if n[b"role"] != b"master"]
+            if sh[b"slots"] and prim and rep:
+                s = sh[b"slots"]
+                out[prim[0]] = (rep[0], list(zip(s[::2], s[1::2])))
+        return len(out) == 3 and out
+    view = wait_for(shards, timeout=30, what="three shards of a primary and a replica")
+    for prim, (rep, _) in view.items():
+        rcl = local[rep][1]
+        wait_for(lambda: rcl.info("replication").get("master_link_status") == "up",
+                 timeout=30, what="replica %d in sync" % rep)
+    prim, (rep, slots) = sorted(view.items())[0]
+    pc, rcl = local[prim][1], local[rep][1]
+    k = key_in_shard(pc, slots, "tlsdiv")
+    pc.set(k, "replicated")
+    rcl.execute_command("READONLY")
+    wait_for(lambda: rcl.get(k) == b"replicated", what="key on the shard's replica")
+    pc.eval(UNREPLICATED_SET, 1, k, "new")
+    conf = h.write_file("tls-cluster.conf", "discovery cluster 127.0.0.1:%d\n%s"
+                        % (local[ports[0]][0],
+                           "".join("address-map 127.0.0.1:%d 127.0.0.1:%d\n" % (x, local[x][0])
+                                   for x in ports)))
+    r = h.run_keydrift("check", conf, "--json", timeout=120)
+    assert r.returncode == 1, r.stderr.decode()
+    doc = json.loads(r.stdout)
+    assert sorted(s["primary"] for s in doc["shards"]) == \
+        sorted("127.0.0.1:%d" % local[x][0] for x in view)
+    assert [(d["key"], d["replica"], d["kind"]) for d in doc["divergences"]] == \
+        [(k, node_name("127.0.0.1:%d" % rep), "value")], doc
 
 
 # ------------------------------------------------------------------ several dbs

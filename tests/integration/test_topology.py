@@ -828,9 +828,12 @@ def test_several_dbs_engine_gauges_speak_for_all(h):
         return agent.metric("keydrift_scan_cycle_duration_seconds") or 0
 
     wait_for(lambda: cycle() >= 0.5, timeout=30 * SLOW, what="db 0's cycle in the gauge")
-    seen = []
+    seen, db0 = [], []
     for _ in range(10):
         seen.append(cycle())
+        db0.append(agent.metric("keydrift_shard_scan_progress_ratio", shard="0", db="0"))
         time.sleep(0.2)
     assert min(seen) >= 0.5, seen
+    # db 0's own progress moves through its cycles of 10,000 keys.
+    assert any(0.05 < x < 0.95 for x in db0) and len(set(db0)) > 3, db0
     assert agent.metric("keydrift_watch_enabled") == 0  # not in sample-modes

@@ -687,6 +687,10 @@ def test_tls_cluster_through_stunnel_with_an_address_map(h):
                        + ["--cluster-replicas", "1", "--cluster-yes"],
                        capture_output=True, timeout=60)
     assert p.returncode == 0, p.stdout.decode() + p.stderr.decode()
+    for port in ports:
+        c = local[port][1]
+        wait_for(lambda: b"cluster_state:ok" in c.execute_command("CLUSTER", "INFO"),
+                 timeout=30, what="cluster state ok on %d" % port)
 
     def shards():
         """{primary TLS port: (replica TLS port, slot ranges)} once every shard has both."""

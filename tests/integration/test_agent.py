@@ -218,7 +218,10 @@ def test_metrics_pass_promtool_and_survive_concurrent_scrapes(h):
     cache = h.redis("cache")
     h.sync(primary, cache)
     agent = Agent(h, primary, [("replica-1", replica, "native"), ("cache-a", cache, "pubsub")])
-    wait_for(lambda: agent.metric("keydrift_replica_lag_bytes", replica="replica-1") is not None,
+    # Byte lag and the subscriber count come from one poll of the primary
+    # (INFO, then PUBSUB NUMSUB): a scrape may fall between the two.
+    wait_for(lambda: agent.metric("keydrift_replica_lag_bytes", replica="replica-1") is not None
+             and agent.metric("keydrift_channel_subscribers", channel="cache_update") is not None,
              what="metrics populated")
     st, hdr, body = http_get(agent.url + "/metrics")
     assert st == 200

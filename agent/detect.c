@@ -1370,10 +1370,8 @@ static void replica_size_known(struct detect *d, struct rconn *c)
     redisReply *r = rconn_command(c, "DBSIZE");
     if (r && r->type == REDIS_REPLY_INTEGER && r->integer >= 0) {
         pthread_mutex_lock(&d->d_pmu);
-        d->d_prog.replica_keys += (uint64_t)r->integer;
-        d->d_prog.replica_keys -= d->d_prog.replica_keys >= d->d_prog.keys_in_db
-                                      ? d->d_prog.keys_in_db
-                                      : d->d_prog.replica_keys;
+        uint64_t *k = &d->d_prog.replica_keys, guess = d->d_prog.keys_in_db;
+        *k = (*k > guess ? *k - guess : 0) + (uint64_t)r->integer;
         pthread_mutex_unlock(&d->d_pmu);
     }
     if (r)
@@ -1731,12 +1729,17 @@ static int enable_notifications(struct rconn *c, int *warned)
     return ok ? 0 : -1;
 }
 
+static void watch_set(struct detect *d, int on)
+{
+    pthread_mutex_lock(&d->d_pmu);
+    d->d_prog.watch_enabled = on;
+    pthread_mutex_unlock(&d->d_pmu);
+}
+
 /* Notifications cannot be had now: watch is off; try again in 5 s. */
 static void watch_down(struct detect *d, struct rconn *c)
 {
-    pthread_mutex_lock(&d->d_pmu);
-    d->d_prog.watch_enabled = 0;
-    pthread_mutex_unlock(&d->d_pmu);
+    watch_set(d, 0);
     rconn_close(c);
     for (int i = 0; i < 50 && !d->d_stop; i++)
         usleep(100000);
@@ -1788,9 +1791,7 @@ static void *watch_main(void *arg)
         if (rc < 0) {
             subscribed = 0;
             lost_at = clock_mono_us();
-            pthread_mutex_lock(&d->d_pmu);
-            d->d_prog.watch_enabled = 0;
-            pthread_mutex_unlock(&d->d_pmu);
+            watch_set(d, 0);
             metric_inc(metrics_series0(m_watch_gaps));
             continue;
         }
@@ -1813,9 +1814,7 @@ static void *watch_main(void *arg)
             if (refused)
                 log_notice("watch: PSUBSCRIBE %s accepted", pattern);
             refused = 0;
-            pthread_mutex_lock(&d->d_pmu);
-            d->d_prog.watch_enabled = 1;
-            pthread_mutex_unlock(&d->d_pmu);
+            watch_set(d, 1);
         } else if (r->type == REDIS_REPLY_ARRAY && r->elements == 4 &&
                    r->element[0]->type == REDIS_REPLY_STRING &&
                    !strcmp(r->element[0]->str, "pmessage") &&

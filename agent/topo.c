@@ -872,20 +872,27 @@ void topo_units_progress(struct topo_unit *units, int n, struct detect_progress 
         sum->scan_progress = sum->keys_in_db ? weighted / (double)sum->keys_in_db : plain / engines;
 }
 
+/* Whether a replica of a unit before u is named name. */
+static int named_before(const struct topo_unit *units, int u, const char *name)
+{
+    for (int e = 0; e < u; e++)
+        for (int j = 0; j < units[e].u_cfg.nreplicas; j++)
+            if (!strcmp(units[e].u_cfg.replicas[j].name, name))
+                return 1;
+    return 0;
+}
+
 void topo_units_ratio(struct topo_unit *units, int n)
 {
     for (int u = 0; u < n; u++) {
-        const struct config *c = &units[u].u_cfg;
-        for (int i = 0; i < c->nreplicas; i++) {
+        for (int i = 0; i < units[u].u_cfg.nreplicas; i++) {
+            const char *name = units[u].u_cfg.replicas[i].name;
             long total = 0, divergent = 0, wn, wd;
-            int seen = 0;
-            /* A replica's name may appear in an earlier unit: summed there. */
-            for (int e = 0; e < u && !seen; e++)
-                for (int j = 0; j < units[e].u_cfg.nreplicas && !seen; j++)
-                    seen = !strcmp(units[e].u_cfg.replicas[j].name, c->replicas[i].name);
-            for (int e = u; e < n && !seen; e++)
+            if (named_before(units, u, name))
+                continue; /* summed there */
+            for (int e = u; e < n; e++) {
                 for (int j = 0; j < units[e].u_cfg.nreplicas; j++) {
-                    if (strcmp(units[e].u_cfg.replicas[j].name, c->replicas[i].name))
+                    if (strcmp(units[e].u_cfg.replicas[j].name, name))
                         continue;
                     for (int k = 0; k < units[e].u_ndetect; k++) {
                         detect_random_window(units[e].u_detect[k], j, &wn, &wd);
@@ -893,8 +900,8 @@ void topo_units_ratio(struct topo_unit *units, int n)
                         divergent += wd;
                     }
                 }
-            if (!seen)
-                detect_ratio_publish(c->replicas[i].name, total, divergent);
+            }
+            detect_ratio_publish(name, total, divergent);
         }
     }
 }

@@ -375,6 +375,49 @@ def test_no_false_alarms_from_a_slow_subscriber(h):
     assert suspects - 1 - 20 <= cleared <= suspects - 1, (suspects, cleared)
 
 
+def test_json_suspect_waits_for_the_second_heartbeat_after_its_first_look(h):
+    """An update whose PUBLISH trails its write past the next heartbeat: a
+    json-format suspect is looked at again only once the cache shows the
+    second heartbeat written after the first look, so the update that arrives
+    between the two clears it instead of confirming a false alarm."""
+    primary = h.redis("primary")
+    cache = h.redis("cache")
+    h.sync(primary, cache, "--message-format", "json")
+    agent = Agent(h, primary, [("c1", cache, "pubsub")],
+                  extra="sample-modes watch\nmessage-format json\nheartbeat-interval %dms\n"
+                        "watch-grace 0\nconfirm-timeout 20s\n" % (500 * SLOW))
+    wait_for(lambda: agent.metric("keydrift_watch_enabled") == 1, what="watch on")
+    p, c = primary.client(), cache.client()
+    hb = "keydrift:hb:test-agent"
+
+    def seq(client):
+        v = client.get(hb)
+        return int(v.split(b":")[1]) if v else 0
+
+    # Written just after heartbeat w, the key is looked at (and found
+    # missing on the cache) long before heartbeat w + 1, 500 ms later
+    # (times three for a sanitizer build).
+    w = seq(p)
+    wait_for(lambda: seq(p) > w, interval=0.002, what="a fresh heartbeat")
+    w = seq(p)
+    p.set("late", "v1")
+    suspected = ("keydrift_divergences_suspected_total", frozenset({("replica", "c1")}))
+    wait_for(lambda: agent.metrics().get(suspected) == 1, timeout=0.4 * SLOW,
+             interval=0.01, what="the first look's suspect")
+    # The cache shows heartbeat w + 1; the application's PUBLISH comes now.
+    wait_for(lambda: seq(c) >= w + 1, interval=0.005, what="heartbeat w + 1 on the cache")
+    time.sleep(0.15 * SLOW)
+    recheck = ("keydrift_keys_checked_total", frozenset({("replica", "c1"), ("mode", "recheck")}))
+    assert seq(c) == w + 1 and agent.metrics().get(recheck, 0) == 0
+    p.publish("cache_update", json.dumps({"op": "set", "key": "late", "value": "v1"}))
+    wait_for(lambda: agent.metrics().get(recheck, 0) >= 1, timeout=3 * SLOW,
+             what="the second look")
+    cleared = ("keydrift_divergences_cleared_total", frozenset({("replica", "c1")}))
+    wait_for(lambda: agent.metrics().get(cleared) == 1, what="the suspect cleared")
+    assert seq(c) >= w + 2 and c.get("late") == b"v1"
+    assert confirmed_rows(agent) == []
+
+
 def test_no_ttl_false_alarms_while_the_primary_resets_expiries(h):
     """Expiries set again and again on the primary (60 s, then 63 s, ...) reach
     a slow cache late: a TTL verdict is confirmed only when both expiries

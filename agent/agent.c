@@ -109,8 +109,10 @@ static void register_metrics(struct agent *a)
                             METRIC_COUNTER, 1, n1);
     m_store_err = metrics_family("keydrift_storage_errors_total",
                                  "Failed writes to the history database.", METRIC_COUNTER, 0, NULL);
-    m_store_q = metrics_family("keydrift_storage_queue_length",
-                               "Writes queued for the history database.", METRIC_GAUGE, 0, NULL);
+    m_store_q = metrics_family(
+        "keydrift_storage_queue_length",
+        "Writes not in the history database yet: queued plus the batch being written.",
+        METRIC_GAUGE, 0, NULL);
     m_store_drop = metrics_family("keydrift_storage_dropped_total",
                                   "Queued writes dropped because the queue was full.",
                                   METRIC_COUNTER, 0, NULL);

@@ -142,6 +142,7 @@ struct store {
     size_t sto_qlen, sto_nlag, sto_qmax;
     uint64_t sto_seq;          /* the next item's it_seq */
     uint64_t sto_inflight_min; /* lowest it_seq of the batch being written, 0 none */
+    size_t sto_nbatch;         /* items in the batch being written */
     int sto_stop, sto_paused;
     int64_t sto_next_retention; /* monotonic ms */
     struct lag_slot *sto_slots;
@@ -907,7 +908,8 @@ static void *writer_main(void *arg)
             break;
         if (!batch && s->sto_head && (!s->sto_paused || s->sto_stop)) {
             struct item *tail = NULL;
-            for (int n = 0; n < STORE_BATCH_MAX && s->sto_head; n++) {
+            for (s->sto_nbatch = 0; s->sto_nbatch < STORE_BATCH_MAX && s->sto_head;
+                 s->sto_nbatch++) {
                 struct item *it = s->sto_head;
                 queue_unlink(s, it);
                 if (tail)
@@ -942,6 +944,7 @@ static void *writer_main(void *arg)
             batch_free(s, batch, 0);
             batch = NULL;
             s->sto_inflight_min = 0;
+            s->sto_nbatch = 0;
         }
         if (!failed)
             atomic_store(&s->sto_writable, 1);
@@ -949,6 +952,7 @@ static void *writer_main(void *arg)
             batch_free(s, batch, 1);
             batch = NULL;
             s->sto_inflight_min = 0;
+            s->sto_nbatch = 0;
         }
         if (failed && s->sto_stop) {
             /* Closing and the disk refuses: give up on what is left. */
@@ -1421,7 +1425,7 @@ size_t store_queue_length(const struct store *s)
     if (!s)
         return 0;
     pthread_mutex_lock(&m->sto_mu);
-    n = m->sto_qlen;
+    n = m->sto_qlen + m->sto_nbatch;
     pthread_mutex_unlock(&m->sto_mu);
     return n;
 }

@@ -97,6 +97,7 @@ int store_writable(const struct store *s);
 const char *store_last_error(const struct store *s); /* "" when none; copy it out */
 uint64_t store_errors_total(const struct store *s);
 uint64_t store_dropped_total(const struct store *s);
+/* Writes not in the database yet: queued, plus the batch being written. */
 size_t store_queue_length(const struct store *s);
 
 /* Query filter for divergences; zero/NULL fields do not filter. */

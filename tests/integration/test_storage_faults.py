@@ -135,6 +135,50 @@ def test_locked_database(h):
              what="history written again after the lock")
 
 
+def test_locked_database_queue_is_bounded_and_every_drop_counted(h):
+    """While another writer holds the database, history writes wait up to the
+    queue's bound (10,000, plus the batch being retried), the rest are dropped
+    and counted, and the queue drains once the lock is gone: at length 0,
+    every record is written or counted."""
+    primary = h.redis("primary")
+    cache = h.redis("cache")
+    n = 12000
+    pipe = primary.client().pipeline(transaction=False)
+    for i in range(n):
+        pipe.set("lost:%d" % i, i)  # never published: each one a missing key
+    pipe.execute()
+    h.sync(primary, cache)
+    agent = Agent(h, primary, [("c1", cache, "pubsub")], name="agentq",
+                  extra="repair off\nsample-modes scan\nmax-commands-per-sec 100000\n"
+                        "scan-count 1000\n")
+    wait_for(lambda: storage(agent)[1] == 1 and event_rows(agent.db) > 0, what="writable")
+    con = sqlite3.connect(agent.db, timeout=1, isolation_level=None)
+    con.execute("BEGIN EXCLUSIVE")
+    try:
+        wait_for(lambda: (agent.metric("keydrift_divergences_confirmed_total", replica="c1",
+                                       kind="missing") or 0) >= n, timeout=60 * SLOW,
+                 what="every key confirmed missing")
+        m = agent.metrics()
+        queued = m[("keydrift_storage_queue_length", frozenset())]
+        dropped = m[("keydrift_storage_dropped_total", frozenset())]
+        print("locked: queued %d, dropped %d" % (queued, dropped))
+        # The queue's bound plus the one batch (at most 1,000) the writer
+        # holds and retries; every other record was dropped and counted.
+        assert 10000 < queued <= 11000, queued
+        assert dropped >= n - queued, (queued, dropped)
+    finally:
+        con.execute("ROLLBACK")
+        con.close()
+    wait_for(lambda: agent.metric("keydrift_storage_queue_length") == 0, timeout=30 * SLOW,
+             what="the queue drained")
+    dropped = agent.metric("keydrift_storage_dropped_total")
+    con = sqlite3.connect(agent.db)
+    rows = con.execute("SELECT count(*) FROM divergences WHERE kind='missing'").fetchone()[0]
+    con.close()
+    print("after: %d divergences written, %d writes dropped" % (rows, dropped))
+    assert rows >= 1000 and rows + dropped >= n, (rows, dropped)
+
+
 def test_database_deleted_under_the_agent(h):
     primary = h.redis("primary")
     replica = h.replica("replica", primary)

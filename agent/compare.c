@@ -326,21 +326,29 @@ static const char fetch_script[] =
 #define CMP_SCRIPT_BYTES    (4 * 1024 * 1024) /* DUMP bytes per script reply, then it stops */
 #define CMP_SCRIPT_RETRY_US 60000000u         /* after a refusal, the command path this long */
 
+/* The connection's tags (see rconn_tag): what a server refused, until when. */
+enum { TAG_SCRIPT, TAG_DIGEST };
+
 /*
- * The connection's tag says whether to use the script: 0 yes (also after a
- * reconnect: new link, maybe new permissions), else the monotonic time
- * before which not to try it again.
+ * Whether to try what tag i stands for on c: its tag is 0 (also after a
+ * reconnect: new link, maybe new permissions), or the monotonic time before
+ * which not to try it again has passed.
  */
-static int script_usable(struct rconn *c)
+static int tag_usable(struct rconn *c, int i)
 {
-    uint64_t t = rconn_tag(c);
+    uint64_t t = rconn_tag(c, i);
     if (!t)
         return 1;
     if (clock_mono_us() >= t) {
-        rconn_set_tag(c, 0);
+        rconn_set_tag(c, i, 0);
         return 1;
     }
     return 0;
+}
+
+static int script_usable(struct rconn *c)
+{
+    return tag_usable(c, TAG_SCRIPT);
 }
 
 /* Sends one script call for keys [0, n). */
@@ -485,7 +493,7 @@ int cmp_fetch_many(struct rconn *const *c, size_t nc, const char *const *keys, c
                     if (r->type == REDIS_REPLY_ERROR)
                         log_debug("compare: script refused by %s:%d: %.200s",
                                   rconn_addr(c[j])->host, rconn_addr(c[j])->port, r->str);
-                    rconn_set_tag(c[j], clock_mono_us() + CMP_SCRIPT_RETRY_US);
+                    rconn_set_tag(c[j], TAG_SCRIPT, clock_mono_us() + CMP_SCRIPT_RETRY_US);
                     script[j] = 0;
                 }
                 freeReplyObject(r);
@@ -577,7 +585,7 @@ int cmp_fetch_recv(struct rconn *const *c, struct rconn *const *fb, const char *
                 if (r->type == REDIS_REPLY_ERROR)
                     log_debug("compare: script refused by %s:%d: %.200s", rconn_addr(c[j])->host,
                               rconn_addr(c[j])->port, r->str);
-                rconn_set_tag(c[j], clock_mono_us() + CMP_SCRIPT_RETRY_US);
+                rconn_set_tag(c[j], TAG_SCRIPT, clock_mono_us() + CMP_SCRIPT_RETRY_US);
                 script = 0;
             }
             freeReplyObject(r);
@@ -1245,6 +1253,67 @@ static int pair_type(struct rconn *p, struct rconn *r, const char *key, size_t l
     return rc;
 }
 
+#define CMP_DIGEST_RETRY_US (600 * 1000000ull) /* after DEBUG DIGEST-VALUE was refused */
+#define CMP_DIGEST_HEX      40                 /* a SHA1 digest in hex */
+
+/* A DIGEST-VALUE reply: one digest, not all zeros (which means no such key). */
+static int digest_reply_ok(const redisReply *x)
+{
+    if (x->type != REDIS_REPLY_ARRAY || x->elements != 1)
+        return 0;
+    x = x->element[0];
+    if ((x->type != REDIS_REPLY_STATUS && x->type != REDIS_REPLY_STRING) ||
+        x->len != CMP_DIGEST_HEX)
+        return 0;
+    return strspn(x->str, "0") != CMP_DIGEST_HEX;
+}
+
+/*
+ * DEBUG DIGEST-VALUE, where both servers allow it (redis 7 refuses DEBUG
+ * unless enable-debug-command allows it; an ACL may too): the server's own
+ * digest of the logical value, from its type, its elements (order-independent
+ * for sets and hashes) and whether it expires, so two encodings of one value
+ * answer the same without a byte of it fetched. Equal digests are equal
+ * values; different ones prove nothing (a sorted set's digest follows its
+ * encoding, an expiry on one side only changes it) and the caller compares
+ * as it would without. The server walks the whole value, so the caller asks
+ * only about values known to be within max-value-bytes. A refusal is kept on
+ * the connection for CMP_DIGEST_RETRY_US. Returns 1 equal (with *pd = *rd),
+ * else 0.
+ */
+static int digest_equal(struct rconn *p, struct rconn *r, const char *key, size_t len, uint64_t *pd,
+                        uint64_t *rd)
+{
+    struct cmd c = {0};
+    redisReply *pr[1], *rr[1];
+    const char *why;
+    int eq;
+
+    if (!tag_usable(p, TAG_DIGEST) || !tag_usable(r, TAG_DIGEST))
+        return 0;
+    cmd_add(&c, "DEBUG", 5);
+    cmd_add(&c, "DIGEST-VALUE", 12);
+    cmd_add(&c, key, len);
+    if (pair_run(p, r, &c, 1, pr, rr, &why) < 0)
+        return 0; /* the link: the comparison that follows says so */
+    for (int s = 0; s < 2; s++) {
+        redisReply *x = s ? rr[0] : pr[0];
+        struct rconn *n = s ? r : p;
+        if (x->type == REDIS_REPLY_ERROR) {
+            log_debug("compare: DEBUG DIGEST-VALUE refused by %s:%d: %.200s", rconn_addr(n)->host,
+                      rconn_addr(n)->port, x->str);
+            rconn_set_tag(n, TAG_DIGEST, clock_mono_us() + CMP_DIGEST_RETRY_US);
+        }
+    }
+    eq = digest_reply_ok(pr[0]) && digest_reply_ok(rr[0]) &&
+         memcmp(pr[0]->element[0]->str, rr[0]->element[0]->str, CMP_DIGEST_HEX) == 0;
+    if (eq)
+        *pd = *rd = nonzero(XXH3_64bits(pr[0]->element[0]->str, CMP_DIGEST_HEX));
+    free_replies(pr, 1);
+    free_replies(rr, 1);
+    return eq;
+}
+
 /* Whether a value of this type and length may exceed max_value_bytes. */
 static int is_large(const struct cmp_side *ps, const struct cmp_side *rs, enum dtype dt,
                     long long n, long long max_value_bytes)
@@ -1262,9 +1331,11 @@ static int is_large(const struct cmp_side *ps, const struct cmp_side *rs, enum d
 }
 
 /*
- * The type-aware comparison. The flow: TYPE on both nodes (a key gone from
- * either meanwhile is CMP_GONE: the next look decides); the O(1) length on
- * both; then the whole value, or, for a large one, a bounded sample. The
+ * The type-aware comparison. The flow: for a value known to be small, the
+ * servers' own digests where they allow it (equal: done); then TYPE on both
+ * nodes (a key gone from either meanwhile is CMP_GONE: the next look
+ * decides); the O(1) length on both; then the whole value, or, for a large
+ * one, a bounded sample. The
  * digests cover the type, the length and what was compared: for a large value
  * they identify the sample, not the value. *why (thread-local text, valid
  * until the next call on the thread) says what went wrong for CMP_ERROR and
@@ -1286,6 +1357,9 @@ enum cmp_kind cmp_deep(struct rconn *p, struct rconn *r, const char *key, size_t
         why = &why_unused;
     *why = NULL;
     *pdigest = *rdigest = 0;
+    if (ps->mem >= 0 && rs->mem >= 0 && !ps->large && !rs->large &&
+        digest_equal(p, r, key, len, pdigest, rdigest))
+        return CMP_EQUAL;
     if (pair_type(p, r, key, len, pt, rt, sizeof(pt), why) < 0)
         return CMP_ERROR;
     if (strcmp(pt, "none") == 0 || strcmp(rt, "none") == 0) {

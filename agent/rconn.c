@@ -29,7 +29,7 @@ struct rconn {
     uint64_t rc_next_try_us; /* monotonic; no attempt before this */
     uint64_t rc_down_since;  /* monotonic; when the link was lost */
     int rc_ever_up;
-    uint64_t rc_tag; /* see rconn_tag */
+    uint64_t rc_tag[RCONN_TAGS]; /* see rconn_tag */
     char rc_err[256];
 };
 
@@ -182,7 +182,7 @@ int rconn_ensure(struct rconn *c)
     c->rc_down_since = 0;
     c->rc_backoff_ms = 0;
     c->rc_pending = 0;
-    c->rc_tag = 0;
+    memset(c->rc_tag, 0, sizeof(c->rc_tag));
     set_node_up(c, 1);
     return 0;
 }
@@ -315,14 +315,14 @@ void rconn_count(struct rconn *c, unsigned n)
         atomic_fetch_add(&c->rc_node->rn_commands, n);
 }
 
-uint64_t rconn_tag(const struct rconn *c)
+uint64_t rconn_tag(const struct rconn *c, int i)
 {
-    return c->rc_tag;
+    return c->rc_tag[i];
 }
 
-void rconn_set_tag(struct rconn *c, uint64_t tag)
+void rconn_set_tag(struct rconn *c, int i, uint64_t tag)
 {
-    c->rc_tag = tag;
+    c->rc_tag[i] = tag;
 }
 
 int rconn_poll_reply(struct rconn *c, int timeout_ms, redisReply **out)

@@ -89,12 +89,14 @@ int rconn_pending(const struct rconn *c);
 void rconn_count(struct rconn *c, unsigned n);
 
 /*
- * One word of caller state kept with the connection and reset to 0 on every
- * (re)connect, since a new link may reach another server or run under other
- * permissions (compare keeps whether its script is loaded or refused here).
+ * RCONN_TAGS words of caller state kept with the connection and reset to 0
+ * on every (re)connect, since a new link may reach another server or run
+ * under other permissions (compare keeps here until when its script, or
+ * DEBUG DIGEST-VALUE, was refused).
  */
-uint64_t rconn_tag(const struct rconn *c);
-void rconn_set_tag(struct rconn *c, uint64_t tag);
+#define RCONN_TAGS 2
+uint64_t rconn_tag(const struct rconn *c, int i);
+void rconn_set_tag(struct rconn *c, int i, uint64_t tag);
 
 /*
  * Waits up to timeout_ms for a reply (for subscribers). Returns 1 with *out

@@ -182,6 +182,53 @@ def test_same_value_in_another_encoding_is_equal(h):
     assert kinds(p, r, keys[:4]) == {k: "value" for k in keys[:4]}
 
 
+DEEP_READS = ("hgetall", "smembers", "lrange", "xrange", "zrange", "type")
+
+
+def test_servers_digests_answer_for_values_in_another_encoding(h):
+    """Where both servers allow DEBUG DIGEST-VALUE, values whose payloads
+    differ only by encoding are called equal from the servers' own digests,
+    with none of their elements fetched. A sorted set whose digest follows its
+    encoding and a real difference are still compared element by element,
+    and a server that refuses DEBUG gets the comparison without it."""
+    p = h.redis("primary", args=["--enable-debug-command", "yes"])
+    r = h.redis("replica", args=ENCODING_ARGS + ["--enable-debug-command", "yes"])
+    r2 = h.redis("replica2", args=ENCODING_ARGS)  # DEBUG refused (redis 7's default)
+    for c in (p.client(), r.client(), r2.client()):
+        fill(c)
+        c.zadd("zneg", {"a": 0.1, "b": "-0"})  # -0: 0 in a listpack, -0 in a skiplist
+    keys = [b"hash", b"set", b"list", b"stream", b"zset", b"zneg"]
+    for k in keys:
+        assert body(p.client(), k) != body(r.client(), k), k
+
+    def reads(server):
+        return {c: calls(server, c) for c in ("debug",) + DEEP_READS}
+
+    before = {s.name: reads(s) for s in (p, r)}
+    res, err = run(p, r, keys)
+    assert all(v[0] == "equal" and v[1] == v[2] for v in res.values()), (res, err)
+    for s in (p, r):
+        d = {c: n - before[s.name][c] for c, n in reads(s).items()}
+        # One digest per key. Only the sorted set with a score its two
+        # encodings hold differently was then read (its TYPE, then its
+        # members); the others not at all.
+        assert d == {"debug": 6, "hgetall": 0, "smembers": 0, "lrange": 0, "xrange": 0,
+                     "zrange": 1, "type": 1}, (s.name, d)
+
+    # A real difference: the digests differ and the values say how.
+    rc = r.client()
+    rc.hset("hash", "f3", "changed")
+    rc.lset("list", 4, "changed")
+    assert kinds(p, r, [b"hash", b"list", b"set"]) == \
+        {b"hash": "value", b"list": "value", b"set": "equal"}
+
+    # DEBUG refused by the replica: the same verdicts, from the values.
+    before = reads(r2)
+    assert kinds(p, r2, keys) == {k: "equal" for k in keys}
+    d = {c: n - before[c] for c, n in reads(r2).items()}
+    assert d["debug"] == 0 and d["hgetall"] == 1 and d["smembers"] == 1, d
+
+
 def test_score_formatting_does_not_matter(pair):
     p, r = pair
     # The same doubles written differently: equal, whatever the text.

@@ -36,10 +36,10 @@
 #define JOB_KEYS_MAX      1000
 #define GUARD_SECONDS     60
 #define GUARD_MIN_KEYS    200
-#define REPAIR_RETRY_US   30000000u  /* a dry run is repeated after this long */
-#define REPAIR_BACKOFF_US 1000000u   /* a failed repair is retried after 1, 2, 4 ... 30 s */
-#define IDLE_CYCLE_US     1000000u   /* a sampler that found only the agent's keys rests */
-#define SEEN_MAX          (4u << 20) /* primary keys a pass remembers (8 bytes each) */
+#define REPAIR_RETRY_US   30000000u   /* a dry run is repeated after this long */
+#define REPAIR_BACKOFF_US 1000000u    /* a failed repair is retried after 1, 2, 4 ... 30 s */
+#define IDLE_CYCLE_US     1000000u    /* a sampler that found only the agent's keys rests */
+#define SEEN_BYTES        (20u << 20) /* a check's memory for the primary keys it saw */
 
 enum job_state { JOB_QUEUED, JOB_RUNNING, JOB_DONE };
 static const char *const job_state_names[] = {"queued", "running", "done"};
@@ -2742,6 +2742,17 @@ static void *engine_main(void *arg)
 /* ------------------------------------------------------------ lifecycle */
 
 /* A connection to one node; replicas of a Redis Cluster get READONLY so they answer reads. */
+/*
+ * The room every engine of a check shares for the hashes of the primary keys
+ * it saw (one engine per db and shard run at once): 8 bytes a key, so about
+ * 2.6M keys in all; past that the replica scans ask the primary.
+ */
+static struct seen_pool *seen_pool(void)
+{
+    static struct seen_pool pool = {SEEN_BYTES / sizeof(uint64_t)};
+    return &pool;
+}
+
 static struct rconn *node_conn(const struct config *cfg, const struct cfg_addr *a, struct rnode *n,
                                int db, int replica)
 {
@@ -2793,7 +2804,7 @@ struct detect *detect_start(const struct detect_opts *o)
         (o->one_pass && !d->d_pahead.a_conn))
         goto fail;
     if (o->one_pass) {
-        seen_init(&d->d_seen, SEEN_MAX);
+        seen_init(&d->d_seen, seen_pool());
         d->d_fetch[0] = node_conn(cfg, &cfg->primary, o->primary, o->db, 0);
         d->d_fslot = calloc(2, sizeof(*d->d_fslot));
         if (!d->d_fetch[0] || !d->d_fslot)

@@ -8,29 +8,52 @@
 
 #define IDX_BITS 16
 
-void seen_init(struct seen *s, size_t max)
+void seen_pool_init(struct seen_pool *p, size_t max)
+{
+    atomic_init(&p->sp_left, max);
+}
+
+/* Takes room for up to want hashes from the pool; returns how many (0: none left). */
+static size_t pool_take(struct seen_pool *p, size_t want)
+{
+    size_t left = atomic_load(&p->sp_left), take;
+
+    do {
+        take = want < left ? want : left;
+        if (!take)
+            return 0;
+    } while (!atomic_compare_exchange_weak(&p->sp_left, &left, left - take));
+    return take;
+}
+
+static void pool_give(struct seen_pool *p, size_t n)
+{
+    atomic_fetch_add(&p->sp_left, n);
+}
+
+void seen_init(struct seen *s, struct seen_pool *pool)
 {
     memset(s, 0, sizeof(*s));
-    s->s_max = max;
+    s->s_pool = pool;
 }
 
 int seen_add(struct seen *s, uint64_t h)
 {
-    if (s->s_idx || s->s_n >= s->s_max) {
+    if (s->s_idx || s->s_full) {
         s->s_full = 1;
         return -1;
     }
     if (s->s_n == s->s_cap) {
-        size_t cap = s->s_cap ? s->s_cap * 2 : 65536;
-        if (cap > s->s_max)
-            cap = s->s_max;
-        uint64_t *nh = realloc(s->s_h, cap * sizeof(*nh));
+        /* Doubles, as far as the pool allows. */
+        size_t got = pool_take(s->s_pool, s->s_cap ? s->s_cap : 65536);
+        uint64_t *nh = got ? realloc(s->s_h, (s->s_cap + got) * sizeof(*nh)) : NULL;
         if (!nh) {
+            pool_give(s->s_pool, got);
             s->s_full = 1;
             return -1;
         }
         s->s_h = nh;
-        s->s_cap = cap;
+        s->s_cap += got;
     }
     s->s_h[s->s_n++] = h;
     return 0;
@@ -80,7 +103,8 @@ static void flag_sort(uint64_t *a, size_t n, int shift)
 
 /*
  * Sorts in place (no second array: 8 bytes a hash at the peak too), gives
- * back what the array's doubling left unused, and indexes: s_idx[p] is the
+ * back (to the allocator and the pool) what the array's doubling left
+ * unused, and indexes: s_idx[p] is the
  * first hash whose top IDX_BITS bits are >= p.
  */
 int seen_seal(struct seen *s)
@@ -96,6 +120,7 @@ int seen_seal(struct seen *s)
     if (s->s_n && s->s_n < s->s_cap) {
         uint64_t *nh = realloc(s->s_h, s->s_n * sizeof(*nh));
         if (nh) {
+            pool_give(s->s_pool, s->s_cap - s->s_n);
             s->s_h = nh;
             s->s_cap = s->s_n;
         }
@@ -153,6 +178,8 @@ void seen_has_many(const struct seen *s, const uint64_t *h, size_t n, unsigned c
 
 void seen_free(struct seen *s)
 {
+    if (s->s_pool)
+        pool_give(s->s_pool, s->s_cap);
     free(s->s_h);
     free(s->s_idx);
     memset(s, 0, sizeof(*s));

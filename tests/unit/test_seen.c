@@ -17,8 +17,10 @@ static uint64_t mix(uint64_t x)
 TEST(seen_finds_what_was_added)
 {
     struct seen s;
+    struct seen_pool pool;
 
-    seen_init(&s, 1 << 20);
+    seen_pool_init(&pool, 1 << 20);
+    seen_init(&s, &pool);
     for (uint64_t i = 0; i < 200000; i++)
         CHECK(seen_add(&s, mix(2 * i)) == 0);
     /* the extremes of the index's range */
@@ -50,8 +52,10 @@ TEST(seen_finds_what_was_added)
 TEST(seen_full_set_is_partial_not_wrong)
 {
     struct seen s;
+    struct seen_pool pool;
 
-    seen_init(&s, 1000);
+    seen_pool_init(&pool, 1000);
+    seen_init(&s, &pool);
     for (uint64_t i = 0; i < 1500; i++)
         seen_add(&s, mix(i));
     CHECK(s.s_full);
@@ -69,9 +73,44 @@ TEST(seen_full_set_is_partial_not_wrong)
 TEST(seen_empty_set)
 {
     struct seen s;
+    struct seen_pool pool;
 
-    seen_init(&s, 10);
+    seen_pool_init(&pool, 10);
+    seen_init(&s, &pool);
     CHECK(seen_seal(&s) == 0);
     CHECK(!seen_has(&s, 0) && !seen_has(&s, 42));
     seen_free(&s);
+}
+
+/* Two sets drawing on one pool hold no more together than it has; what a
+ * set gives back (sealed, freed) is there for the next. */
+TEST(seen_sets_share_their_pool)
+{
+    struct seen a, b, c;
+    struct seen_pool pool;
+
+    seen_pool_init(&pool, 200000);
+    seen_init(&a, &pool);
+    seen_init(&b, &pool);
+    for (uint64_t i = 0; i < 150000; i++) {
+        seen_add(&a, mix(i));
+        seen_add(&b, mix(i + (1u << 30)));
+    }
+    CHECK(a.s_full && b.s_full);
+    CHECK(a.s_n + b.s_n <= 200000 && a.s_n + b.s_n >= 200000 - 65536);
+    CHECK(a.s_cap + b.s_cap == 200000 && atomic_load(&pool.sp_left) == 0);
+    CHECK(seen_seal(&a) == 0);
+    CHECK(a.s_cap == a.s_n && atomic_load(&pool.sp_left) == 200000 - a.s_n - b.s_cap);
+    int found = 1;
+    for (uint64_t i = 0; i < a.s_n; i++)
+        found &= seen_has(&a, mix(i));
+    CHECK(found);
+    seen_free(&a);
+    seen_free(&b);
+    CHECK(atomic_load(&pool.sp_left) == 200000);
+    seen_init(&c, &pool);
+    for (uint64_t i = 0; i < 200000; i++)
+        CHECK(seen_add(&c, mix(i)) == 0);
+    CHECK(seen_add(&c, mix(1u << 31)) == -1 && c.s_full);
+    seen_free(&c);
 }

@@ -2741,7 +2741,6 @@ static void *engine_main(void *arg)
 
 /* ------------------------------------------------------------ lifecycle */
 
-/* A connection to one node; replicas of a Redis Cluster get READONLY so they answer reads. */
 /*
  * The room every engine of a check shares for the hashes of the primary keys
  * it saw (one engine per db and shard run at once): 8 bytes a key, so about
@@ -2753,6 +2752,7 @@ static struct seen_pool *seen_pool(void)
     return &pool;
 }
 
+/* A connection to one node; replicas of a Redis Cluster get READONLY so they answer reads. */
 static struct rconn *node_conn(const struct config *cfg, const struct cfg_addr *a, struct rnode *n,
                                int db, int replica)
 {

@@ -104,8 +104,8 @@ static void flag_sort(uint64_t *a, size_t n, int shift)
 /*
  * Sorts in place (no second array: 8 bytes a hash at the peak too), gives
  * back (to the allocator and the pool) what the array's doubling left
- * unused, and indexes: s_idx[p] is the
- * first hash whose top IDX_BITS bits are >= p.
+ * unused, and indexes: s_idx[p] is the first hash whose top IDX_BITS bits
+ * are >= p.
  */
 int seen_seal(struct seen *s)
 {

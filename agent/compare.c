@@ -1256,6 +1256,16 @@ static int pair_type(struct rconn *p, struct rconn *r, const char *key, size_t l
 #define CMP_DIGEST_RETRY_US (600 * 1000000ull) /* after DEBUG DIGEST-VALUE was refused */
 #define CMP_DIGEST_HEX      40                 /* a SHA1 digest in hex */
 
+/*
+ * Whether a side's DUMP payload holds one of the server's own types: its
+ * first byte is the RDB type, 6 and 7 being a module's. A module's value is
+ * digested by the module, if at all, so its digest is not trusted.
+ */
+static int dump_is_native(const struct cmp_side *s)
+{
+    return s->dump && s->dumplen && s->dump[0] != 6 && s->dump[0] != 7;
+}
+
 /* A DIGEST-VALUE reply: one digest, not all zeros (which means no such key). */
 static int digest_reply_ok(const redisReply *x)
 {
@@ -1277,9 +1287,9 @@ static int digest_reply_ok(const redisReply *x)
  * values; different ones prove nothing (a sorted set's digest follows its
  * encoding, an expiry on one side only changes it) and the caller compares
  * as it would without. The server walks the whole value, so the caller asks
- * only about values known to be within max-value-bytes. A refusal is kept on
- * the connection for CMP_DIGEST_RETRY_US. Returns 1 equal (with *pd = *rd),
- * else 0.
+ * only about values known to be within max-value-bytes, and only about its
+ * own types (dump_is_native). A refusal is kept on the connection for
+ * CMP_DIGEST_RETRY_US. Returns 1 equal (with *pd = *rd), else 0.
  */
 static int digest_equal(struct rconn *p, struct rconn *r, const char *key, size_t len, uint64_t *pd,
                         uint64_t *rd)
@@ -1335,11 +1345,10 @@ static int is_large(const struct cmp_side *ps, const struct cmp_side *rs, enum d
  * servers' own digests where they allow it (equal: done); then TYPE on both
  * nodes (a key gone from either meanwhile is CMP_GONE: the next look
  * decides); the O(1) length on both; then the whole value, or, for a large
- * one, a bounded sample. The
- * digests cover the type, the length and what was compared: for a large value
- * they identify the sample, not the value. *why (thread-local text, valid
- * until the next call on the thread) says what went wrong for CMP_ERROR and
- * CMP_SKIPPED, and is NULL otherwise.
+ * one, a bounded sample. The digests cover the type, the length and what was
+ * compared: for a large value they identify the sample, not the value. *why
+ * (thread-local text, valid until the next call on the thread) says what went
+ * wrong for CMP_ERROR and CMP_SKIPPED, and is NULL otherwise.
  */
 enum cmp_kind cmp_deep(struct rconn *p, struct rconn *r, const char *key, size_t len,
                        const struct cmp_side *ps, const struct cmp_side *rs,
@@ -1357,8 +1366,8 @@ enum cmp_kind cmp_deep(struct rconn *p, struct rconn *r, const char *key, size_t
         why = &why_unused;
     *why = NULL;
     *pdigest = *rdigest = 0;
-    if (ps->mem >= 0 && rs->mem >= 0 && !ps->large && !rs->large &&
-        digest_equal(p, r, key, len, pdigest, rdigest))
+    if (ps->mem >= 0 && rs->mem >= 0 && !ps->large && !rs->large && dump_is_native(ps) &&
+        dump_is_native(rs) && digest_equal(p, r, key, len, pdigest, rdigest))
         return CMP_EQUAL;
     if (pair_type(p, r, key, len, pt, rt, sizeof(pt), why) < 0)
         return CMP_ERROR;

@@ -464,7 +464,9 @@ def test_unreachable_node_is_error(pair):
 
 
 class FakeModuleRedis(socketserver.StreamRequestHandler):
-    """Answers like a server holding a module-type key (TYPE says so)."""
+    """Answers like a server holding a module-type key (TYPE says so), whose
+    module gives every value the same DEBUG DIGEST-VALUE."""
+    digests_asked = 0
 
     def handle(self):
         while True:
@@ -486,6 +488,9 @@ class FakeModuleRedis(socketserver.StreamRequestHandler):
                 self.wfile.write(b"$%d\r\n%s\r\n" % (len(payload), payload))
             elif cmd == b"TYPE":
                 self.wfile.write(b"+MBbloom--\r\n")
+            elif cmd == b"DEBUG":
+                FakeModuleRedis.digests_asked += 1
+                self.wfile.write(b"*1\r\n+%s\r\n" % (b"ab" * 20))
             else:
                 self.wfile.write(b"-ERR unexpected " + cmd + b"\r\n")
 
@@ -532,11 +537,14 @@ def stop(servers):
 
 
 def test_module_type_is_skipped():
+    # Never called equal from the servers' digests either: a module's value
+    # is digested by the module, if at all.
     servers, addrs = fake_servers(FakeModuleRedis, FakeModuleRedis)
     try:
         res, err = run(addrs[0], addrs[1], [b"bloom"])
         assert res[b"bloom"][0] == "skipped", (res, err)
         assert "unsupported type MBbloom--" in err
+        assert FakeModuleRedis.digests_asked == 0
     finally:
         stop(servers)
 

@@ -940,16 +940,11 @@ static void *writer_main(void *arg)
         }
 
         pthread_mutex_lock(&s->sto_mu);
-        if (!failed && batch) {
-            batch_free(s, batch, 0);
-            batch = NULL;
-            s->sto_inflight_min = 0;
-            s->sto_nbatch = 0;
-        }
         if (!failed)
             atomic_store(&s->sto_writable, 1);
-        if (failed && batch && (++tries >= STORE_RETRY_MAX || s->sto_stop)) {
-            batch_free(s, batch, 1);
+        /* Written, or given up on (its items counted as dropped). */
+        if (batch && (!failed || ++tries >= STORE_RETRY_MAX || s->sto_stop)) {
+            batch_free(s, batch, failed);
             batch = NULL;
             s->sto_inflight_min = 0;
             s->sto_nbatch = 0;

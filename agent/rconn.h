@@ -65,7 +65,7 @@ uint64_t rconn_down_since_us(const struct rconn *c);
 redisReply *rconn_command(struct rconn *c, const char *fmt, ...);
 redisReply *rconn_argv(struct rconn *c, int argc, const char **argv, const size_t *lens);
 
-/* Pipelining: append commands, then read their replies in order. */
+/* Pipelining: append commands, then read their replies in order (lens NULL: strlen). */
 int rconn_append(struct rconn *c, const char *fmt, ...);
 int rconn_append_argv(struct rconn *c, int argc, const char **argv, const size_t *lens);
 /*

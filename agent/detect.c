@@ -796,15 +796,16 @@ static uint64_t fingerprint(const struct cmp_side *s, uint64_t deep)
 /*
  * Outcome of one key on one replica, first look or re-check. Returns the
  * kind (a divergence kind, CMP_EQUAL, CMP_GONE, CMP_SKIPPED or CMP_ERROR),
- * with the digests and TTLs in *pd..*rt.
+ * with the digests and TTLs in *pd..*rt. lag_ms is the replica's lag, which
+ * the TTL rule allows for.
  */
-static enum cmp_kind judge_one(struct detect *d, int rep, const char *key, size_t len,
-                               const struct cmp_side *ps, const struct cmp_side *rsd, uint64_t *pd,
-                               uint64_t *rd)
+static enum cmp_kind judge_lagged(struct detect *d, int rep, long long lag_ms, const char *key,
+                                  size_t len, const struct cmp_side *ps, const struct cmp_side *rsd,
+                                  uint64_t *pd, uint64_t *rd)
 {
     const struct cfg_replica *rc = &d->d_cfg->replicas[rep];
     struct cmp_opts o = {.ttl_tolerance_ms = d->d_cfg->ttl_tolerance,
-                         .lag_ms = replica_lag_ms(d, rep),
+                         .lag_ms = lag_ms,
                          .missing_is_divergence = rc->missing_is_divergence};
     int deep = 0;
     enum cmp_kind k = cmp_judge(ps, rsd, &o, &deep);
@@ -823,6 +824,14 @@ static enum cmp_kind judge_one(struct detect *d, int rep, const char *key, size_
     *pd = fingerprint(ps, dp);
     *rd = rsd->exists == 1 ? (rsd->digest ? rsd->digest : dr) : 0;
     return k;
+}
+
+/* judge_lagged with the replica's lag now. */
+static enum cmp_kind judge_one(struct detect *d, int rep, const char *key, size_t len,
+                               const struct cmp_side *ps, const struct cmp_side *rsd, uint64_t *pd,
+                               uint64_t *rd)
+{
+    return judge_lagged(d, rep, replica_lag_ms(d, rep), key, len, ps, rsd, pd, rd);
 }
 
 /*
@@ -934,8 +943,10 @@ static int judge_batch(struct detect *d, const struct batch *b, enum mode m, siz
     for (size_t j = 1; j < nc; j++) {
         int rep = reps[j];
         struct cmp_side *rsd = sides[j];
+        long long lag_ms;
         if (frc[j] < 0)
             continue;
+        lag_ms = replica_lag_ms(d, rep); /* read once: it takes the lag thread's lock */
         for (int i = 0; i < b->n; i++) {
             uint64_t h = key_hash(rep, b->keys[i], b->lens[i]);
             struct div *v = map_get(d, rep, b->keys[i], b->lens[i], h);
@@ -944,7 +955,7 @@ static int judge_batch(struct detect *d, const struct batch *b, enum mode m, siz
 
             if (ps[i].large || rsd[i].large)
                 metric_inc(metrics_series1(m_skipped, "large-sampled"));
-            k = judge_one(d, rep, b->keys[i], b->lens[i], &ps[i], &rsd[i], &pd, &rd);
+            k = judge_lagged(d, rep, lag_ms, b->keys[i], b->lens[i], &ps[i], &rsd[i], &pd, &rd);
             if (k == CMP_ERROR || k == CMP_SKIPPED)
                 continue;
             count_checked(d, rep, m);

@@ -73,7 +73,7 @@ unit: $(O)/unit-tests
 # The comparison module's driver for tests/integration/test_compare.py: only
 # the modules it needs, so it builds before the rest of the agent links.
 CMP_DRIVER_OBJS := $(O)/tests/integration/cmp_driver.o \
-                   $(addprefix $(O)/agent/,compare.o rconn.o log.o clock.o)
+                   $(addprefix $(O)/agent/,compare.o replyrd.o rconn.o log.o clock.o)
 $(O)/cmp-driver: $(CMP_DRIVER_OBJS)
 	$(CC) $(OPTFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(ALL_LIBS)
 

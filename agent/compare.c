@@ -21,6 +21,7 @@
 #include "compare.h"
 #include "clock.h"
 #include "log.h"
+#include "replyrd.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -372,51 +373,27 @@ static int script_send(struct rconn *c, const char *const *keys, const size_t *l
 }
 
 /*
- * Fills out[0..) from one script reply for at most n keys. Returns the
- * number of keys it covers (>= 1), 0 when the reply is not a well-formed
- * answer (an error: scripting refused, MEMORY or DUMP denied or renamed, ...).
- * A DUMP payload is taken over from the reply, not copied. *calls gets the
- * commands the script ran for them.
+ * Reads one script reply for at most n keys into out[0..) (out == NULL:
+ * drops it). Returns the number of keys it covers (>= 1), 0 when the reply
+ * is not a well-formed answer (an error: scripting refused, MEMORY or DUMP
+ * denied or renamed, ...; out[0..n) cleared), -1 when the connection failed.
+ * *calls gets the commands the script ran for those keys.
  */
-static size_t script_parse(redisReply *r, size_t n, long long max_value_bytes, struct cmp_side *out,
-                           unsigned *calls)
+static long script_read(struct rconn *c, size_t n, long long max_value_bytes, struct cmp_side *out,
+                        unsigned *calls)
 {
-    if (r->type != REDIS_REPLY_ARRAY || r->elements % 3 || r->elements == 0 || r->elements / 3 > n)
-        return 0;
-    size_t m = r->elements / 3;
-    for (size_t i = 0; i < m; i++) {
-        redisReply *t = r->element[3 * i], *mem = r->element[3 * i + 1], *v = r->element[3 * i + 2];
-        if (t->type != REDIS_REPLY_INTEGER || mem->type != REDIS_REPLY_INTEGER ||
-            v->type != REDIS_REPLY_STRING)
-            return 0;
-    }
-    *calls = 0;
-    for (size_t i = 0; i < m; i++) {
-        redisReply *t = r->element[3 * i], *mem = r->element[3 * i + 1], *v = r->element[3 * i + 2];
-        struct cmp_side *s = &out[i];
-        (*calls)++;
-        if (t->integer == -2) {
-            s->exists = 0;
-            s->pttl = -2;
-            continue;
-        }
-        *calls += 2;
-        s->exists = 1;
-        s->pttl = t->integer;
-        s->mem = mem->integer;
-        s->large = max_value_bytes > 0 && s->mem > max_value_bytes;
-        if (s->large) {
-            copy_str(s->type, sizeof(s->type), v);
-        } else {
-            /* hiredis 0.14 mallocs each string's buffer on its own and
-             * freeReplyObject frees it: taking it saves a copy per key. */
-            s->dump = v->str;
-            s->dumplen = (size_t)v->len;
-            v->str = NULL;
-            s->digest = cmp_dump_digest(s->dump, s->dumplen);
-        }
-    }
-    return m;
+    struct fetch_rd rd = {.out = out, .n = n, .max = max_value_bytes};
+    size_t m;
+
+    if (rconn_reply_with(c, &fetch_rd_fns, &rd) < 0)
+        rd.bad = 1;
+    m = fetch_rd_finish(&rd, calls);
+    if (!rconn_connected(c))
+        return -1;
+    if (!m && out && rd.err[0])
+        log_debug("compare: script refused by %s:%d: %s", rconn_addr(c)->host, rconn_addr(c)->port,
+                  rd.err);
+    return (long)m;
 }
 
 /*
@@ -480,29 +457,24 @@ int cmp_fetch_many(struct rconn *const *c, size_t nc, const char *const *keys, c
             size_t a = at[j];
             int complete = 1;
             for (size_t s = 0; s < nsent[j]; s++) {
-                redisReply *r = rconn_reply(c[j]);
-                if (!r) {
+                int keep = complete && script[j];
+                unsigned calls = 0;
+                long got = script_read(c[j], sent[j][s], max_value_bytes, keep ? out[j] + a : NULL,
+                                       &calls);
+                if (got < 0) {
                     rc[j] = -1;
                     break;
                 }
-                unsigned calls = 0;
-                size_t got = complete && script[j]
-                                 ? script_parse(r, sent[j][s], max_value_bytes, out[j] + a, &calls)
-                                 : 0;
-                if (complete && script[j] && !got) {
-                    if (r->type == REDIS_REPLY_ERROR)
-                        log_debug("compare: script refused by %s:%d: %.200s",
-                                  rconn_addr(c[j])->host, rconn_addr(c[j])->port, r->str);
+                if (keep && !got) {
                     rconn_set_tag(c[j], TAG_SCRIPT, clock_mono_us() + CMP_SCRIPT_RETRY_US);
                     script[j] = 0;
                 }
-                freeReplyObject(r);
                 if (!complete || !script[j])
                     continue; /* drain the replies already asked for */
                 rconn_count(c[j], calls);
-                a += got;
+                a += (size_t)got;
                 at[j] = a;
-                if (got < sent[j][s])
+                if ((size_t)got < sent[j][s])
                     complete = 0; /* the next chunks' keys start later: resend */
             }
         }
@@ -572,28 +544,22 @@ int cmp_fetch_recv(struct rconn *const *c, struct rconn *const *fb, const char *
         rc[j] = 0;
         for (unsigned s = 0; s < p->nchunks[j] && !rc[j]; s++) {
             size_t want = n - s * CMP_CHUNK < CMP_CHUNK ? n - s * CMP_CHUNK : CMP_CHUNK;
-            redisReply *r = rconn_reply(c[j]);
-            if (!r) {
+            int keep = complete && script;
+            unsigned calls = 0;
+            long got = script_read(c[j], want, max_value_bytes, keep ? out[j] + at : NULL, &calls);
+            if (got < 0) {
                 rc[j] = -1;
                 break;
             }
-            unsigned calls = 0;
-            size_t got = complete && script
-                             ? script_parse(r, want, max_value_bytes, out[j] + at, &calls)
-                             : 0;
-            if (complete && script && !got) {
-                if (r->type == REDIS_REPLY_ERROR)
-                    log_debug("compare: script refused by %s:%d: %.200s", rconn_addr(c[j])->host,
-                              rconn_addr(c[j])->port, r->str);
+            if (keep && !got) {
                 rconn_set_tag(c[j], TAG_SCRIPT, clock_mono_us() + CMP_SCRIPT_RETRY_US);
                 script = 0;
             }
-            freeReplyObject(r);
             if (!complete || !script)
                 continue; /* drain the replies already asked for */
             rconn_count(c[j], calls);
-            at += got;
-            if (got < want)
+            at += (size_t)got;
+            if ((size_t)got < want)
                 complete = 0;
         }
         if (!rc[j] && at < n) {

@@ -9,6 +9,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "repair.h"
+#include "replyrd.h"
 #include "seen.h"
 #include "store.h"
 #include "textenc.h"
@@ -201,6 +202,7 @@ struct detect {
     long d_random_no; /* the next random sample's number: its window slot */
     /* one pass: the keys the primary's scan returned, for the replica scan after it */
     struct seen d_seen;
+    struct scan_pg d_page; /* the SCAN page being checked, its buffer reused */
 
     /* watch queue (producer: watch thread) */
     pthread_mutex_t d_wmu;
@@ -1417,25 +1419,22 @@ static void cycle_end(struct detect *d)
  * then one per key only when some are lacking. An error reply keeps the key
  * (compared, to be safe). -1 when the primary could not be read.
  */
-static int primary_lacks(struct detect *d, const redisReply *keys, unsigned char *lacks)
+static int primary_lacks(struct detect *d, const struct scan_pg *pg, unsigned char *lacks)
 {
     /* lacks[] comes zeroed. It first says which keys the primary's scan
      * returned (seen_has_many), then lacks[i] = 1 marks the keys to ask about. */
     size_t nk = 0;
     if (d->d_seen.s_idx) {
-        uint64_t *h = malloc(keys->elements * sizeof(*h));
+        uint64_t *h = malloc(pg->n * sizeof(*h));
         if (h) {
-            for (size_t i = 0; i < keys->elements; i++) {
-                const redisReply *k = keys->element[i];
-                h[i] = k->type == REDIS_REPLY_STRING ? key_hash(-1, k->str, (size_t)k->len) : 0;
-            }
-            seen_has_many(&d->d_seen, h, keys->elements, lacks);
+            for (size_t i = 0; i < pg->n; i++)
+                h[i] = key_hash(-1, pg->key[i], pg->len[i]);
+            seen_has_many(&d->d_seen, h, pg->n, lacks);
             free(h);
         }
     }
-    for (size_t i = 0; i < keys->elements; i++) {
-        const redisReply *k = keys->element[i];
-        lacks[i] = k->type == REDIS_REPLY_STRING && !lacks[i] && !excluded(d, k->str, k->len);
+    for (size_t i = 0; i < pg->n; i++) {
+        lacks[i] = !lacks[i] && !excluded(d, pg->key[i], pg->len[i]);
         nk += lacks[i];
     }
     if (!nk)
@@ -1451,9 +1450,9 @@ static int primary_lacks(struct detect *d, const redisReply *keys, unsigned char
     if (a && l) {
         size_t k = 0;
         a[k] = "EXISTS", l[k++] = 6;
-        for (size_t i = 0; i < keys->elements; i++)
+        for (size_t i = 0; i < pg->n; i++)
             if (lacks[i])
-                a[k] = keys->element[i]->str, l[k++] = keys->element[i]->len;
+                a[k] = pg->key[i], l[k++] = pg->len[i];
         /* Paced and counted as the lookups it makes, like the per-key
          * EXISTS it replaces, so the budget still bounds the load. */
         budget_take(d, (double)nk);
@@ -1469,17 +1468,16 @@ static int primary_lacks(struct detect *d, const redisReply *keys, unsigned char
     if (e)
         freeReplyObject(e);
     if (all) {
-        memset(lacks, 0, keys->elements);
+        memset(lacks, 0, pg->n);
         return 0;
     }
-    for (size_t at = 0; at < keys->elements; at += BATCH_MAX) {
-        size_t n = keys->elements - at < BATCH_MAX ? keys->elements - at : BATCH_MAX, sent = 0;
+    for (size_t at = 0; at < pg->n; at += BATCH_MAX) {
+        size_t n = pg->n - at < BATCH_MAX ? pg->n - at : BATCH_MAX, sent = 0;
         for (size_t i = at; i < at + n; i++) {
-            const redisReply *k = keys->element[i];
             if (!lacks[i])
                 continue;
-            const char *c[2] = {"EXISTS", k->str};
-            size_t cl[2] = {6, k->len};
+            const char *c[2] = {"EXISTS", pg->key[i]};
+            size_t cl[2] = {6, pg->len[i]};
             if (rconn_append_argv(d->d_p, 2, c, cl) < 0)
                 return -1;
             sent++;
@@ -1499,26 +1497,41 @@ static int primary_lacks(struct detect *d, const redisReply *keys, unsigned char
     return 0;
 }
 
-/*
- * The SCAN page of node c at cursor: the one asked for ahead when there is
- * one for this cursor, else asked for now. NULL on a connection error.
- */
-static redisReply *scan_page(struct rconn *c, struct ahead *ah, const char *cur, const char *pat,
-                             const char *count, unsigned long long cursor)
+/* Reads the next reply of c as a SCAN page into pg: 0, or -1 (no page, or the link failed). */
+static int read_page(struct rconn *c, struct scan_pg *pg)
 {
-    if (!ah->a_conn)
-        return rconn_command(c, "SCAN %s MATCH %s COUNT %s", cur, pat, count);
-    int pending = ah->a_pending && rconn_pending(ah->a_conn) > 0;
-    ah->a_pending = 0;
-    if (pending && ah->a_cursor == cursor)
-        return rconn_reply(ah->a_conn);
-    if (pending) { /* another cursor (a new cycle): drop it */
-        redisReply *old = rconn_reply(ah->a_conn);
-        if (!old)
-            return NULL;
-        freeReplyObject(old);
+    scan_pg_begin(pg);
+    if (rconn_reply_with(c, &scan_pg_fns, pg) < 0)
+        return -1;
+    if (scan_pg_end(pg) < 0) {
+        log_debug("detect: %s:%d: SCAN answered no page: %s", rconn_addr(c)->host,
+                  rconn_addr(c)->port, pg->err[0] ? pg->err : "(not an error reply)");
+        return -1;
     }
-    return rconn_command(ah->a_conn, "SCAN %s MATCH %s COUNT %s", cur, pat, count);
+    return 0;
+}
+
+/*
+ * Reads the SCAN page of node c at cursor into pg: the one asked for ahead
+ * when there is one for this cursor, else asked for now. -1 on a connection
+ * error or a reply that is not a page.
+ */
+static int scan_page(struct rconn *c, struct ahead *ah, struct scan_pg *pg, const char *cur,
+                     const char *pat, const char *count, unsigned long long cursor)
+{
+    struct rconn *on = ah->a_conn ? ah->a_conn : c;
+
+    if (ah->a_conn) {
+        int pending = ah->a_pending && rconn_pending(ah->a_conn) > 0;
+        ah->a_pending = 0;
+        if (pending && ah->a_cursor == cursor)
+            return read_page(ah->a_conn, pg);
+        if (pending && read_page(ah->a_conn, pg) < 0) /* another cursor (a new cycle): drop it */
+            return -1;
+    }
+    if (rconn_append(on, "SCAN %s MATCH %s COUNT %s", cur, pat, count) < 0)
+        return -1;
+    return read_page(on, pg);
 }
 
 /* Asks for the page at cursor ahead; on failure the next scan_page asks again. */
@@ -1548,56 +1561,48 @@ static int scan_step(struct detect *d, struct rconn *c, struct ahead *ah,
 {
     char cur[32], count[32];
     const char *pat = d->d_cfg->key_pattern && *d->d_cfg->key_pattern ? d->d_cfg->key_pattern : "*";
+    struct scan_pg *pg = &d->d_page;
     struct batch b;
-    redisReply *r;
     int ended;
 
     snprintf(cur, sizeof(cur), "%llu", *cursor);
     snprintf(count, sizeof(count), "%lld", d->d_cfg->scan_count);
     budget_take(d, 1);
-    r = scan_page(c, ah, cur, pat, count, *cursor);
-    if (!r)
+    if (scan_page(c, ah, pg, cur, pat, count, *cursor) < 0)
         return -1;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-        r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
-        freeReplyObject(r);
-        return -1;
-    }
-    *cursor = strtoull(r->element[0]->str, NULL, 10);
+    *cursor = pg->cursor;
     ended = *cursor == 0;
     scan_ahead(d, ah, *cursor, pat, count);
-    redisReply *keys = r->element[1];
     unsigned char *lacks = NULL;
     if (rep < 0 && d->d_o.one_pass)
-        for (size_t i = 0; i < keys->elements; i++)
-            if (keys->element[i]->type == REDIS_REPLY_STRING)
-                seen_add(&d->d_seen, key_hash(-1, keys->element[i]->str, keys->element[i]->len));
+        for (size_t i = 0; i < pg->n; i++)
+            seen_add(&d->d_seen, key_hash(-1, pg->key[i], pg->len[i]));
     if (rep >= 0 && d->d_o.one_pass) {
         pthread_mutex_lock(&d->d_pmu);
-        d->d_prog.replica_scanned += keys->elements;
+        d->d_prog.replica_scanned += pg->n;
         pthread_mutex_unlock(&d->d_pmu);
     }
-    if (rep >= 0 && keys->elements) {
-        lacks = calloc(keys->elements, 1);
-        if (!lacks || primary_lacks(d, keys, lacks) < 0) {
+    if (rep >= 0 && pg->n) {
+        lacks = calloc(pg->n, 1);
+        if (!lacks || primary_lacks(d, pg, lacks) < 0) {
             free(lacks);
-            freeReplyObject(r);
             return -1;
         }
     }
     b.n = 0;
     uint64_t found = 0;
-    for (size_t i = 0; i < keys->elements; i++) {
-        redisReply *k = keys->element[i];
-        if (k->type != REDIS_REPLY_STRING || excluded(d, k->str, k->len))
+    for (size_t i = 0; i < pg->n; i++) {
+        const char *k = pg->key[i];
+        size_t kl = pg->len[i];
+        if (excluded(d, k, kl))
             continue;
         found++;
         if (lacks && !lacks[i])
             continue;
-        if (rep < 0 && d->d_fetch[0] && fetch_add(d, k->str, k->len) == 0)
+        if (rep < 0 && d->d_fetch[0] && fetch_add(d, k, kl) == 0)
             continue; /* fetched ahead, judged by fetch_push / fetch_drain */
-        batch_add(&b, k->str, k->len, 0, -1);
-        if (b.n == d->d_batch || b.n == BATCH_MAX || i + 1 == keys->elements) {
+        batch_add(&b, k, kl, 0, -1);
+        if (b.n == d->d_batch || b.n == BATCH_MAX || i + 1 == pg->n) {
             uint64_t t0 = clock_mono_us();
             if (rep < 0) {
                 check_batch(d, &b, M_SCAN, -1);
@@ -1624,7 +1629,6 @@ static int scan_step(struct detect *d, struct rconn *c, struct ahead *ah,
     if (ended && rep < 0)
         fetch_drain(d); /* the cycle's keys are all judged when it ends */
     free(lacks);
-    freeReplyObject(r);
     return ended;
 }
 
@@ -2882,6 +2886,7 @@ fail:
     free(d->d_rs);
     free(d->d_map);
     seen_free(&d->d_seen);
+    scan_pg_free(&d->d_page);
     free(d);
     return NULL;
 }
@@ -2958,6 +2963,7 @@ void detect_stop(struct detect *d)
     free(d->d_rs);
     free(d->d_map);
     seen_free(&d->d_seen);
+    scan_pg_free(&d->d_page);
     free(d);
 }
 

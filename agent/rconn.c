@@ -367,6 +367,33 @@ redisReply *rconn_reply(struct rconn *c)
     return r;
 }
 
+int rconn_reply_with(struct rconn *c, redisReplyObjectFunctions *fn, void *privdata)
+{
+    redisReader *rd;
+    redisReplyObjectFunctions *fn0;
+    void *pd0, *r = NULL;
+    int ok;
+
+    if (!c->rc_ctx)
+        return -1;
+    rd = c->rc_ctx->reader;
+    fn0 = rd->fn;
+    pd0 = rd->privdata;
+    rd->fn = fn;
+    rd->privdata = privdata;
+    ok = redisGetReply(c->rc_ctx, &r) == REDIS_OK && r;
+    rd->fn = fn0;
+    rd->privdata = pd0;
+    if (!ok) {
+        fail(c, "reading reply");
+        return -1;
+    }
+    if (c->rc_pending > 0)
+        c->rc_pending--;
+    set_node_up(c, 1);
+    return 0;
+}
+
 int rconn_pending(const struct rconn *c)
 {
     return c->rc_pending;

@@ -78,6 +78,14 @@ int rconn_append_argv(struct rconn *c, int argc, const char **argv, const size_t
 int rconn_flush(struct rconn *c);
 /* Reads the next pending reply (NULL on error: the connection is closed). */
 redisReply *rconn_reply(struct rconn *c);
+/*
+ * Reads the next pending reply built by fn instead of as a redisReply (a
+ * reader that keeps only what it needs allocates less): each of fn's
+ * functions gets privdata in its task, and must return non-NULL. Returns 0,
+ * or -1 on a connection error (then closed; what fn built so far is fn's
+ * to undo).
+ */
+int rconn_reply_with(struct rconn *c, redisReplyObjectFunctions *fn, void *privdata);
 /* Replies appended but not yet read. */
 int rconn_pending(const struct rconn *c);
 

@@ -1526,8 +1526,11 @@ static int scan_page(struct rconn *c, struct ahead *ah, struct scan_pg *pg, cons
         ah->a_pending = 0;
         if (pending && ah->a_cursor == cursor)
             return read_page(ah->a_conn, pg);
-        if (pending && read_page(ah->a_conn, pg) < 0) /* another cursor (a new cycle): drop it */
-            return -1;
+        if (pending) { /* another cursor (a new cycle): drop it, whatever it is */
+            scan_pg_begin(pg);
+            if (rconn_reply_with(ah->a_conn, &scan_pg_fns, pg) < 0)
+                return -1;
+        }
     }
     if (rconn_append(on, "SCAN %s MATCH %s COUNT %s", cur, pat, count) < 0)
         return -1;

@@ -286,14 +286,14 @@ static char *put_size(char *p, size_t n)
  */
 int rconn_append_argv(struct rconn *c, int argc, const char **argv, const size_t *lens)
 {
-    size_t need = 16;
+    size_t need = 16; /* "*", the count, CRLF */
     char *p;
     int rc;
 
     if (rconn_ensure(c) < 0)
         return -1;
-    for (int i = 0; i < argc; i++)
-        need += (lens ? lens[i] : strlen(argv[i])) + 24;
+    for (int i = 0; i < argc; i++) /* "$", up to 20 digits, two CRLFs */
+        need += (lens ? lens[i] : strlen(argv[i])) + 25;
     if (need > c->rc_fmtcap) {
         free(c->rc_fmt);
         c->rc_fmtcap = need > 4096 ? need : 4096;

@@ -9,7 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PG_KEEP (1u << 20) /* a page buffer larger than this is not kept */
+#define PG_KEEP  (1u << 20) /* a page buffer larger than this is not kept */
+#define PG_NKEEP 65536      /* nor room for more keys than this */
 
 /* The reader's state: the root task's privdata. */
 static void *root_pd(const redisReadTask *t)
@@ -85,8 +86,8 @@ static void *fetch_string(const redisReadTask *t, char *str, size_t len)
         s->type[k] = '\0';
         return rd;
     }
-    s->dump = malloc(len ? len : 1);
-    if (s->dump) { /* out of memory: the payload stays unknown */
+    s->dump = malloc(len ? len : 1); /* NULL: the payload stays unknown */
+    if (s->dump) {
         memcpy(s->dump, str, len);
         s->dumplen = len;
         s->digest = cmp_dump_digest(s->dump, len);
@@ -238,6 +239,14 @@ void scan_pg_begin(struct scan_pg *pg)
         free(pg->buf);
         pg->buf = NULL;
         pg->cap = 0;
+    }
+    if (pg->ncap > PG_NKEEP) {
+        free(pg->off);
+        free(pg->len);
+        free(pg->key);
+        pg->off = pg->len = NULL;
+        pg->key = NULL;
+        pg->ncap = 0;
     }
     pg->parts = 0;
     pg->err[0] = '\0';

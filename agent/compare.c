@@ -1290,6 +1290,31 @@ static int digest_equal(struct rconn *p, struct rconn *r, const char *key, size_
     return eq;
 }
 
+/*
+ * After the values were read: the verdict k stands if both nodes still hold
+ * the key with the types first seen. A key deleted or expired between its
+ * TYPE and its value reads as nil, an empty array or empty ranges on both
+ * nodes, which compare equal: such a key is CMP_GONE (the next look
+ * decides), one whose type changed meanwhile CMP_ERROR.
+ */
+static enum cmp_kind still_there(struct rconn *p, struct rconn *r, const char *key, size_t len,
+                                 const char *pt, const char *rt, enum cmp_kind k, const char **why)
+{
+    char pt2[32], rt2[32];
+
+    if (pair_type(p, r, key, len, pt2, rt2, sizeof(pt2), why) < 0)
+        return CMP_ERROR;
+    if (strcmp(pt2, "none") == 0 || strcmp(rt2, "none") == 0) {
+        *why = "the key vanished during the comparison";
+        return CMP_GONE;
+    }
+    if (strcmp(pt2, pt) != 0 || strcmp(rt2, rt) != 0) {
+        *why = "the key changed type during the comparison";
+        return CMP_ERROR;
+    }
+    return k;
+}
+
 /* Whether a value of this type and length may exceed max_value_bytes. */
 static int is_large(const struct cmp_side *ps, const struct cmp_side *rs, enum dtype dt,
                     long long n, long long max_value_bytes)
@@ -1387,5 +1412,9 @@ enum cmp_kind cmp_deep(struct rconn *p, struct rconn *r, const char *key, size_t
     }
     canon_free(&pc);
     canon_free(&rc);
+    if (k == CMP_EQUAL || k == CMP_VALUE)
+        k = still_there(p, r, key, len, pt, rt, k, why);
+    if (k == CMP_GONE || k == CMP_ERROR)
+        *pdigest = *rdigest = 0;
     return k;
 }

@@ -211,9 +211,9 @@ def test_servers_digests_answer_for_values_in_another_encoding(h):
         d = {c: n - before[s.name][c] for c, n in reads(s).items()}
         # One digest per key. Only the sorted set with a score its two
         # encodings hold differently was then read (its TYPE, then its
-        # members); the others not at all.
+        # members, then its TYPE again: still there); the others not at all.
         assert d == {"debug": 6, "hgetall": 0, "smembers": 0, "lrange": 0, "xrange": 0,
-                     "zrange": 1, "type": 1}, (s.name, d)
+                     "zrange": 1, "type": 2}, (s.name, d)
 
     # A real difference: the digests differ and the values say how.
     rc = r.client()
@@ -518,6 +518,58 @@ class _CloseOnType:
         if data[:4].upper() == b"TYPE":
             raise ConnectionAbortedError()
         return data
+
+
+class VanishingRedis(socketserver.StreamRequestHandler):
+    """Answers like a server whose keys are deleted on both nodes right after
+    their first TYPE: the string "s" and the hash "h" then read as nil and
+    as an empty hash. Their payloads differ from node to node, so they get
+    the deep comparison. No scripts, no DEBUG."""
+
+    def handle(self):
+        types = self.server.__dict__.setdefault("types", {})
+        port = str(self.server.server_address[1]).encode()
+        while True:
+            line = self.rfile.readline()
+            if not line:
+                return
+            argv = []
+            for _ in range(int(line[1:])):
+                n = int(self.rfile.readline()[1:])
+                argv.append(self.rfile.read(n + 2)[:-2])
+            cmd, key = argv[0].upper(), argv[-1]
+            if cmd == b"PTTL":
+                self.wfile.write(b":-1\r\n")
+            elif cmd == b"MEMORY":
+                self.wfile.write(b":60\r\n")
+            elif cmd == b"DUMP":
+                payload = (b"\x00" if key == b"s" else b"\x04") + port + b"\x0a\x00" + b"C" * 8
+                self.wfile.write(b"$%d\r\n%s\r\n" % (len(payload), payload))
+            elif cmd == b"TYPE":
+                seen = types.get(key, 0)
+                types[key] = seen + 1
+                name = (b"string" if key == b"s" else b"hash") if not seen else b"none"
+                self.wfile.write(b"+%s\r\n" % name)
+            elif cmd in (b"STRLEN", b"HLEN"):
+                self.wfile.write(b":2\r\n")
+            elif cmd == b"GET":
+                self.wfile.write(b"$-1\r\n")
+            elif cmd == b"HGETALL":
+                self.wfile.write(b"*0\r\n")
+            else:
+                self.wfile.write(b"-ERR unexpected " + cmd + b"\r\n")
+
+
+def test_key_deleted_during_deep_comparison_is_gone():
+    # Deleted on both nodes between its TYPE and its value, a key reads as
+    # nil (or empty) on both, which compare equal: it is gone, not equal
+    # (a confirmed divergence would otherwise be resolved as self-healed).
+    servers, addrs = fake_servers(VanishingRedis, VanishingRedis)
+    try:
+        res, err = run(addrs[0], addrs[1], [b"s", b"h"])
+        assert {k: v[0] for k, v in res.items()} == {b"s": "gone", b"h": "gone"}, (res, err)
+    finally:
+        stop(servers)
 
 
 def fake_servers(*handlers):

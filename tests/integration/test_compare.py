@@ -463,10 +463,12 @@ def test_unreachable_node_is_error(pair):
     assert "replica" in err
 
 
-class FakeModuleRedis(socketserver.StreamRequestHandler):
-    """Answers like a server holding a module-type key (TYPE says so), whose
-    module gives every value the same DEBUG DIGEST-VALUE."""
-    digests_asked = 0
+class FakeRedis(socketserver.StreamRequestHandler):
+    """A fake server: reads each command and writes what answer(argv)
+    returns, until the client hangs up. It answers a fetch (no script) for a
+    key without expiry of `size` bytes, whose DUMP payload starts with
+    head(key) and names the server's port, so two servers' payloads differ."""
+    size = 100
 
     def handle(self):
         while True:
@@ -477,22 +479,43 @@ class FakeModuleRedis(socketserver.StreamRequestHandler):
             for _ in range(int(line[1:])):
                 n = int(self.rfile.readline()[1:])
                 argv.append(self.rfile.read(n + 2)[:-2])
-            cmd = argv[0].upper()
-            if cmd == b"PTTL":
-                self.wfile.write(b":-1\r\n")
-            elif cmd == b"MEMORY":
-                self.wfile.write(b":100\r\n")
-            elif cmd == b"DUMP":
-                payload = b"\x07module-" + str(self.server.server_address[1]).encode() + \
-                    b"\x0a\x00" + b"C" * 8
-                self.wfile.write(b"$%d\r\n%s\r\n" % (len(payload), payload))
-            elif cmd == b"TYPE":
-                self.wfile.write(b"+MBbloom--\r\n")
-            elif cmd == b"DEBUG":
-                FakeModuleRedis.digests_asked += 1
-                self.wfile.write(b"*1\r\n+%s\r\n" % (b"ab" * 20))
-            else:
-                self.wfile.write(b"-ERR unexpected " + cmd + b"\r\n")
+            self.wfile.write(self.answer(argv))
+
+    def head(self, key):
+        return b"\x00"
+
+    def answer(self, argv):
+        cmd, key = argv[0].upper(), argv[-1]
+        if cmd == b"PTTL":
+            return b":-1\r\n"
+        if cmd == b"MEMORY":
+            return b":%d\r\n" % self.size
+        if cmd == b"DUMP":
+            port = str(self.server.server_address[1]).encode()
+            return bulk(self.head(key) + port + b"\x0a\x00" + b"C" * 8)
+        return b"-ERR unexpected " + argv[0] + b"\r\n"
+
+
+def bulk(payload):
+    return b"$%d\r\n%s\r\n" % (len(payload), payload)
+
+
+class FakeModuleRedis(FakeRedis):
+    """Answers like a server holding a module-type key (TYPE says so), whose
+    module gives every value the same DEBUG DIGEST-VALUE."""
+    digests_asked = 0
+
+    def head(self, key):
+        return b"\x07module-"
+
+    def answer(self, argv):
+        cmd = argv[0].upper()
+        if cmd == b"TYPE":
+            return b"+MBbloom--\r\n"
+        if cmd == b"DEBUG":
+            FakeModuleRedis.digests_asked += 1
+            return b"*1\r\n+%s\r\n" % (b"ab" * 20)
+        return super().answer(argv)
 
 
 class DyingRedis(FakeModuleRedis):
@@ -520,44 +543,30 @@ class _CloseOnType:
         return data
 
 
-class VanishingRedis(socketserver.StreamRequestHandler):
+class VanishingRedis(FakeRedis):
     """Answers like a server whose keys are deleted on both nodes right after
     their first TYPE: the string "s" and the hash "h" then read as nil and
     as an empty hash. Their payloads differ from node to node, so they get
     the deep comparison. No scripts, no DEBUG."""
+    size = 60
 
-    def handle(self):
-        types = self.server.__dict__.setdefault("types", {})
-        port = str(self.server.server_address[1]).encode()
-        while True:
-            line = self.rfile.readline()
-            if not line:
-                return
-            argv = []
-            for _ in range(int(line[1:])):
-                n = int(self.rfile.readline()[1:])
-                argv.append(self.rfile.read(n + 2)[:-2])
-            cmd, key = argv[0].upper(), argv[-1]
-            if cmd == b"PTTL":
-                self.wfile.write(b":-1\r\n")
-            elif cmd == b"MEMORY":
-                self.wfile.write(b":60\r\n")
-            elif cmd == b"DUMP":
-                payload = (b"\x00" if key == b"s" else b"\x04") + port + b"\x0a\x00" + b"C" * 8
-                self.wfile.write(b"$%d\r\n%s\r\n" % (len(payload), payload))
-            elif cmd == b"TYPE":
-                seen = types.get(key, 0)
-                types[key] = seen + 1
-                name = (b"string" if key == b"s" else b"hash") if not seen else b"none"
-                self.wfile.write(b"+%s\r\n" % name)
-            elif cmd in (b"STRLEN", b"HLEN"):
-                self.wfile.write(b":2\r\n")
-            elif cmd == b"GET":
-                self.wfile.write(b"$-1\r\n")
-            elif cmd == b"HGETALL":
-                self.wfile.write(b"*0\r\n")
-            else:
-                self.wfile.write(b"-ERR unexpected " + cmd + b"\r\n")
+    def head(self, key):
+        return b"\x00" if key == b"s" else b"\x04"
+
+    def answer(self, argv):
+        cmd, key = argv[0].upper(), argv[-1]
+        if cmd == b"TYPE":
+            types = self.server.__dict__.setdefault("types", {})
+            seen = types.get(key, 0)
+            types[key] = seen + 1
+            return b"+%s\r\n" % ((b"string" if key == b"s" else b"hash") if not seen else b"none")
+        if cmd in (b"STRLEN", b"HLEN"):
+            return b":2\r\n"
+        if cmd == b"GET":
+            return b"$-1\r\n"
+        if cmd == b"HGETALL":
+            return b"*0\r\n"
+        return super().answer(argv)
 
 
 def test_key_deleted_during_deep_comparison_is_gone():

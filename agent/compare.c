@@ -1294,8 +1294,9 @@ static int digest_equal(struct rconn *p, struct rconn *r, const char *key, size_
  * After the values were read: the verdict k stands if both nodes still hold
  * the key with the types first seen. A key deleted or expired between its
  * TYPE and its value reads as nil, an empty array or empty ranges on both
- * nodes, which compare equal: such a key is CMP_GONE (the next look
- * decides), one whose type changed meanwhile CMP_ERROR.
+ * nodes, which compare equal: such a key is CMP_GONE. One gone from a single
+ * node, or whose type changed, is CMP_ERROR: it changed while it was read,
+ * and the next look decides (a confirmed divergence is not resolved by it).
  */
 static enum cmp_kind still_there(struct rconn *p, struct rconn *r, const char *key, size_t len,
                                  const char *pt, const char *rt, enum cmp_kind k, const char **why)
@@ -1304,12 +1305,12 @@ static enum cmp_kind still_there(struct rconn *p, struct rconn *r, const char *k
 
     if (pair_type(p, r, key, len, pt2, rt2, sizeof(pt2), why) < 0)
         return CMP_ERROR;
-    if (strcmp(pt2, "none") == 0 || strcmp(rt2, "none") == 0) {
+    if (strcmp(pt2, "none") == 0 && strcmp(rt2, "none") == 0) {
         *why = "the key vanished during the comparison";
         return CMP_GONE;
     }
     if (strcmp(pt2, pt) != 0 || strcmp(rt2, rt) != 0) {
-        *why = "the key changed type during the comparison";
+        *why = "the key changed during the comparison";
         return CMP_ERROR;
     }
     return k;

@@ -569,6 +569,33 @@ class VanishingRedis(FakeRedis):
         return super().answer(argv)
 
 
+class StayingRedis(VanishingRedis):
+    """Like VanishingRedis, but its keys stay: TYPE always names them."""
+
+    def answer(self, argv):
+        cmd, key = argv[0].upper(), argv[-1]
+        if cmd == b"TYPE":
+            return b"+%s\r\n" % (b"string" if key == b"s" else b"hash")
+        if cmd == b"GET":
+            return bulk(b"xx")
+        if cmd == b"HGETALL":
+            return b"*2\r\n$1\r\nf\r\n$1\r\nv\r\n"
+        return super().answer(argv)
+
+
+def test_key_deleted_from_one_node_during_deep_comparison_is_no_verdict():
+    # Deleted from one node only while it was read: it changed under the
+    # comparison, which says nothing (error, the next look decides) rather
+    # than gone, which would resolve a confirmed divergence as deleted.
+    servers, addrs = fake_servers(VanishingRedis, StayingRedis)
+    try:
+        res, err = run(addrs[0], addrs[1], [b"s", b"h"])
+        assert {k: v[0] for k, v in res.items()} == {b"s": "error", b"h": "error"}, (res, err)
+        assert "changed during the comparison" in err
+    finally:
+        stop(servers)
+
+
 def test_key_deleted_during_deep_comparison_is_gone():
     # Deleted on both nodes between its TYPE and its value, a key reads as
     # nil (or empty) on both, which compare equal: it is gone, not equal

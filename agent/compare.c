@@ -1335,8 +1335,8 @@ static int is_large(const struct cmp_side *ps, const struct cmp_side *rs, enum d
 /*
  * The type-aware comparison. The flow: for a value known to be small, the
  * servers' own digests where they allow it (equal: done); then TYPE on both
- * nodes (a key gone from either meanwhile is CMP_GONE: the next look
- * decides); the O(1) length on both; then the whole value, or, for a large
+ * nodes (a key gone from both meanwhile is CMP_GONE, from one CMP_ERROR: the
+ * next look decides); the O(1) length on both; then the whole value, or, for a large
  * one, a bounded sample. The digests cover the type, the length and what was
  * compared: for a large value they identify the sample, not the value. *why
  * (thread-local text, valid until the next call on the thread) says what went
@@ -1363,9 +1363,15 @@ enum cmp_kind cmp_deep(struct rconn *p, struct rconn *r, const char *key, size_t
         return CMP_EQUAL;
     if (pair_type(p, r, key, len, pt, rt, sizeof(pt), why) < 0)
         return CMP_ERROR;
-    if (strcmp(pt, "none") == 0 || strcmp(rt, "none") == 0) {
+    /* Both held it when fetched: gone from both now is gone; from one, the
+     * key changed since and the fetch's verdict is stale (see still_there). */
+    if (strcmp(pt, "none") == 0 && strcmp(rt, "none") == 0) {
         *why = "the key vanished during the comparison";
         return CMP_GONE;
+    }
+    if (strcmp(pt, "none") == 0 || strcmp(rt, "none") == 0) {
+        *why = "the key changed during the comparison";
+        return CMP_ERROR;
     }
     if (strcmp(pt, rt) != 0) {
         *pdigest = nonzero(XXH3_64bits(pt, strlen(pt)));

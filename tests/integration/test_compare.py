@@ -608,6 +608,29 @@ def test_key_deleted_during_deep_comparison_is_gone():
         stop(servers)
 
 
+class GoneRedis(VanishingRedis):
+    """Like VanishingRedis, but its keys are gone already at their first
+    TYPE: deleted between the fetch and the deep comparison."""
+
+    def answer(self, argv):
+        if argv[0].upper() == b"TYPE":
+            return b"+none\r\n"
+        return super().answer(argv)
+
+
+def test_key_deleted_between_fetch_and_deep_comparison():
+    # From both nodes: gone. From one: no verdict, as above (gone would
+    # resolve a confirmed divergence as deleted while the primary holds it).
+    for handlers, want in (((GoneRedis, GoneRedis), "gone"), ((GoneRedis, StayingRedis), "error"),
+                           ((StayingRedis, GoneRedis), "error")):
+        servers, addrs = fake_servers(*handlers)
+        try:
+            res, err = run(addrs[0], addrs[1], [b"s", b"h"])
+            assert {k: v[0] for k, v in res.items()} == {b"s": want, b"h": want}, (handlers, res, err)
+        finally:
+            stop(servers)
+
+
 def fake_servers(*handlers):
     servers = []
     for handler in handlers:

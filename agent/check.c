@@ -155,9 +155,9 @@ static void print_json(const struct findings *fs, uint64_t checked, double secs,
 }
 
 /*
- * The progress line: keys compared of the primary's, then keys scanned of
- * the replicas' (their scans follow the primary's; until one starts it is
- * taken to hold as many keys as the primary). Rate and ETA over both.
+ * The progress line: keys compared of the primary's and keys scanned of
+ * the replicas' (the scans run at once; until a replica's starts it is taken
+ * to hold as many keys as the primary). Rate and ETA over both.
  */
 static void progress_line(struct topo_unit *units, int n, uint64_t started)
 {

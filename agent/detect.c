@@ -40,7 +40,7 @@
 #define REPAIR_RETRY_US   30000000u   /* a dry run is repeated after this long */
 #define REPAIR_BACKOFF_US 1000000u    /* a failed repair is retried after 1, 2, 4 ... 30 s */
 #define IDLE_CYCLE_US     1000000u    /* a sampler that found only the agent's keys rests */
-#define SEEN_BYTES        (20u << 20) /* a check's memory for the primary keys it saw */
+#define SEEN_BYTES        (20u << 20) /* a check's memory for the keys it fetched */
 
 enum job_state { JOB_QUEUED, JOB_RUNNING, JOB_DONE };
 static const char *const job_state_names[] = {"queued", "running", "done"};
@@ -200,7 +200,7 @@ struct detect {
     uint64_t d_cycle_found, d_scan_idle_until, d_random_idle_until;
     int d_cycle_due;  /* the next cycle starts once the rest is over */
     long d_random_no; /* the next random sample's number: its window slot */
-    /* one pass: the keys the primary's scan returned, for the replica scan after it */
+    /* one pass: the keys fetched so far, whichever scan returned them */
     struct seen d_seen;
     struct scan_pg d_page; /* the SCAN page being checked, its buffer reused */
 
@@ -760,8 +760,9 @@ static void resolve(struct detect *d, struct div *v, const char *resolution)
 struct batch {
     const char *keys[BATCH_MAX];
     size_t lens[BATCH_MAX];
-    uint64_t seen[BATCH_MAX]; /* watch: write time (mono µs), else 0 */
-    long slots[BATCH_MAX];    /* random: the sample's window slot, else -1 */
+    uint64_t seen[BATCH_MAX];       /* watch: write time (mono µs), else 0 */
+    long slots[BATCH_MAX];          /* random: the sample's window slot, else -1 */
+    unsigned char rscan[BATCH_MAX]; /* one pass: first returned by a replica's scan */
     int n;
 };
 
@@ -954,16 +955,17 @@ static int judge_batch(struct detect *d, const struct batch *b, enum mode m, siz
             struct div *v = map_get(d, rep, b->keys[i], b->lens[i], h);
             uint64_t pd, rd;
             enum cmp_kind k;
+            enum mode km = b->rscan[i] ? M_REPLICA_SCAN : m;
 
             if (ps[i].large || rsd[i].large)
                 metric_inc(metrics_series1(m_skipped, "large-sampled"));
             k = judge_lagged(d, rep, lag_ms, b->keys[i], b->lens[i], &ps[i], &rsd[i], &pd, &rd);
             if (k == CMP_ERROR || k == CMP_SKIPPED)
                 continue;
-            count_checked(d, rep, m);
+            count_checked(d, rep, km);
             if (cmp_is_divergence(k)) {
                 if (!v) {
-                    new_suspect(d, rep, b->keys[i], b->lens[i], h, k, &ps[i], &rsd[i], pd, rd, m,
+                    new_suspect(d, rep, b->keys[i], b->lens[i], h, k, &ps[i], &rsd[i], pd, rd, km,
                                 b->seen[i], b->slots[i], &poff);
                 } else if (v->d_state != DIV_SUSPECT) {
                     v->d_rdigest = rd; /* still open; keep what it is now */
@@ -1142,8 +1144,11 @@ static void fetch_free(struct detect *d)
     free(d->d_fslot);
 }
 
-/* Adds a key to the filling batch; sends it when full. -1 out of memory. */
-static int fetch_add(struct detect *d, const char *k, size_t len)
+/*
+ * Adds a key to the filling batch (rscan: a replica's scan returned it
+ * first); sends the batch when full. -1 out of memory.
+ */
+static int fetch_add(struct detect *d, const char *k, size_t len, int rscan)
 {
     struct fslot *s = &d->d_fslot[d->d_fcur];
 
@@ -1163,6 +1168,7 @@ static int fetch_add(struct detect *d, const char *k, size_t len)
     s->f_b.lens[s->f_b.n] = len;
     s->f_b.seen[s->f_b.n] = 0;
     s->f_b.slots[s->f_b.n] = -1;
+    s->f_b.rscan[s->f_b.n] = (unsigned char)rscan;
     s->f_b.n++;
     if (s->f_b.n == BATCH_MAX)
         fetch_push(d);
@@ -1345,6 +1351,7 @@ static void batch_add(struct batch *b, const char *k, size_t len, uint64_t seen,
     b->lens[b->n] = len;
     b->seen[b->n] = seen;
     b->slots[b->n] = slot;
+    b->rscan[b->n] = 0;
     b->n++;
 }
 
@@ -1362,6 +1369,8 @@ static void cycle_start(struct detect *d)
     if (d->d_o.one_pass) /* each replica is taken to hold as many until its scan starts */
         d->d_prog.replica_keys = n * (uint64_t)d->d_cfg->nreplicas;
     pthread_mutex_unlock(&d->d_pmu);
+    if (d->d_o.one_pass) /* room for them all and a few more, so it need not grow */
+        seen_reserve(&d->d_seen, (size_t)(n + n / 10 + 4096));
     if (r)
         freeReplyObject(r);
     /* A primary that lost most of its keys must not wipe its caches. */
@@ -1411,32 +1420,19 @@ static void cycle_end(struct detect *d)
 }
 
 /*
- * Replica scan: marks in lacks[] the SCAN keys the primary does not hold now.
- * Keys the primary holds are compared by the primary's own scan; comparing
- * them here again would double the work of a pass. In one pass, the keys
- * the primary's scan returned are not asked about at all (see struct seen):
- * they were compared as of that scan. The rest get one EXISTS for the page,
- * then one per key only when some are lacking. An error reply keeps the key
- * (compared, to be safe). -1 when the primary could not be read.
+ * Replica scan: of the SCAN keys marked in lacks[], leaves marked those the
+ * primary does not hold now. Keys the primary holds are compared by the
+ * primary's own scan; comparing them here again would double the work of a
+ * pass. (In one pass only the keys the caller could not tell about are
+ * marked: see struct seen.) One EXISTS for them all, then one per key only
+ * when some are lacking. An error reply keeps the key (compared, to be
+ * safe). -1 when the primary could not be read.
  */
 static int primary_lacks(struct detect *d, const struct scan_pg *pg, unsigned char *lacks)
 {
-    /* lacks[] comes zeroed. It first says which keys the primary's scan
-     * returned (seen_has_many), then lacks[i] = 1 marks the keys to ask about. */
     size_t nk = 0;
-    if (d->d_seen.s_idx) {
-        uint64_t *h = malloc(pg->n * sizeof(*h));
-        if (h) {
-            for (size_t i = 0; i < pg->n; i++)
-                h[i] = key_hash(-1, pg->key[i], pg->len[i]);
-            seen_has_many(&d->d_seen, h, pg->n, lacks);
-            free(h);
-        }
-    }
-    for (size_t i = 0; i < pg->n; i++) {
-        lacks[i] = !lacks[i] && !excluded(d, pg->key[i], pg->len[i]);
+    for (size_t i = 0; i < pg->n; i++)
         nk += lacks[i];
-    }
     if (!nk)
         return 0;
 
@@ -1576,19 +1572,37 @@ static int scan_step(struct detect *d, struct rconn *c, struct ahead *ah,
     *cursor = pg->cursor;
     ended = *cursor == 0;
     scan_ahead(d, ah, *cursor, pat, count);
-    unsigned char *lacks = NULL;
-    if (rep < 0 && d->d_o.one_pass)
-        for (size_t i = 0; i < pg->n; i++)
-            seen_add(&d->d_seen, key_hash(-1, pg->key[i], pg->len[i]));
     if (rep >= 0 && d->d_o.one_pass) {
         pthread_mutex_lock(&d->d_pmu);
         d->d_prog.replica_scanned += pg->n;
         pthread_mutex_unlock(&d->d_pmu);
     }
+    /* fresh[i], in one pass: 1 no scan returned the key before (it is
+     * fetched now), 0 one did (it was fetched then), -1 not known (the set
+     * is full). lacks[i], on a replica: the primary is asked about it. */
+    signed char *fresh = NULL;
+    unsigned char *lacks = NULL;
+    if (pg->n && d->d_o.one_pass) {
+        uint64_t *h = malloc(pg->n * sizeof(*h));
+        fresh = malloc(pg->n);
+        if (!h || !fresh) {
+            free(h);
+            free(fresh);
+            return -1;
+        }
+        for (size_t i = 0; i < pg->n; i++)
+            h[i] = key_hash(-1, pg->key[i], pg->len[i]);
+        seen_add_many(&d->d_seen, h, pg->n, fresh);
+        free(h);
+    }
     if (rep >= 0 && pg->n) {
         lacks = calloc(pg->n, 1);
+        if (lacks)
+            for (size_t i = 0; i < pg->n; i++)
+                lacks[i] = (!fresh || fresh[i] < 0) && !excluded(d, pg->key[i], pg->len[i]);
         if (!lacks || primary_lacks(d, pg, lacks) < 0) {
             free(lacks);
+            free(fresh);
             return -1;
         }
     }
@@ -1600,10 +1614,13 @@ static int scan_step(struct detect *d, struct rconn *c, struct ahead *ah,
         if (excluded(d, k, kl))
             continue;
         found++;
-        if (lacks && !lacks[i])
-            continue;
-        if (rep < 0 && d->d_fetch[0] && fetch_add(d, k, kl) == 0)
+        if (fresh && !fresh[i])
+            continue; /* fetched when another scan returned it */
+        if (fresh && d->d_fetch[0] && (fresh[i] > 0 || rep < 0) &&
+            fetch_add(d, k, kl, rep >= 0) == 0)
             continue; /* fetched ahead, judged by fetch_push / fetch_drain */
+        if (lacks && !lacks[i] && !(fresh && fresh[i] > 0))
+            continue;
         batch_add(&b, k, kl, 0, -1);
         if (b.n == d->d_batch || b.n == BATCH_MAX || i + 1 == pg->n) {
             uint64_t t0 = clock_mono_us();
@@ -1629,9 +1646,10 @@ static int scan_step(struct detect *d, struct rconn *c, struct ahead *ah,
         d->d_cycle_found += found;
     else
         d->d_rs[rep].rs_cycle_found += found;
-    if (ended && rep < 0)
-        fetch_drain(d); /* the cycle's keys are all judged when it ends */
+    if (ended)
+        fetch_drain(d); /* a scan's keys are all judged when it ends */
     free(lacks);
+    free(fresh);
     return ended;
 }
 
@@ -2688,9 +2706,6 @@ static void *engine_main(void *arg)
                 cycle_end(d);
                 if (d->d_o.one_pass) {
                     scan_done = 1;
-                    if (seen_seal(&d->d_seen) < 0)
-                        log_warnx("check: no memory for the scanned keys' index; the replica "
-                                  "scan asks the primary about every key");
                 } else {
                     d->d_scan_idle_until = rest_until(d->d_cycle_start_us, d->d_cycle_found);
                     d->d_cycle_due = 1;
@@ -2710,10 +2725,9 @@ static void *engine_main(void *arg)
                 errors_in_row = 0;
             }
         }
-        /* In one pass the replica scan follows the primary's, which it
-         * then asks only about keys that scan did not return. */
-        if ((modes & MODE_REPLICA_SCAN) && !rscan_done && cfg->nreplicas > 0 &&
-            (!d->d_o.one_pass || scan_done)) {
+        /* In one pass the replica scans run beside the primary's: each
+         * key is fetched from every node when the first scan returns it. */
+        if ((modes & MODE_REPLICA_SCAN) && !rscan_done && cfg->nreplicas > 0) {
             struct rstate *rs = &d->d_rs[rscan_rep];
             if (now >= rs->rs_idle_until) {
                 if (!rs->rs_cursor && !rs->rs_cycle_start_us) {
@@ -2760,9 +2774,10 @@ static void *engine_main(void *arg)
 /* ------------------------------------------------------------ lifecycle */
 
 /*
- * The room every engine of a check shares for the hashes of the primary keys
- * it saw (one engine per db and shard run at once): 8 bytes a key, so about
- * 2.6M keys in all; past that the replica scans ask the primary.
+ * The room every engine of a check shares for the hashes of the keys it
+ * fetched (one engine per db and shard run at once): 8 bytes a slot, at most
+ * three quarters full, so about 1.9M keys in all; past that the replica scans
+ * ask the primary.
  */
 static struct seen_pool *seen_pool(void)
 {

@@ -1,18 +1,18 @@
 /*
- * seen -- a set of 64-bit key hashes, filled once and then only read.
+ * seen -- a set of 64-bit key hashes, filled and read at once.
  *
- * A one-pass check remembers every key the primary's SCAN returned, so the
- * replica scan that follows asks the primary only about the keys it never
- * showed (the candidates for `extra`) instead of about every key. Hashes are
- * appended while the primary is walked, sorted once (seen_seal), and looked
- * up by their top 16 bits and a binary search among the few that share
- * them: 8 bytes a key plus a 256 KB index, no load factor.
+ * A one-pass check scans the primary and every replica at the same time and
+ * fetches each key from all of them when the first scan returns it; this set
+ * says which keys were fetched already, so a key every node holds is fetched
+ * once, not once per scan. Open addressing with linear probing, at most
+ * three quarters full: about 11 bytes a key, read and written with one cache
+ * miss. A hash of 0 is stored as 1.
  *
  * Sets draw their room from a pool that bounds the hashes all of them hold
  * together (a check runs one set per db and shard); when it is spent,
- * seen_add says so and the set stays partial: a hash it lacks means only
- * "not known", so the caller asks the primary as before. 64-bit xxhash: a
- * replica-only key taken for a seen one needs a collision, about n / 2^64.
+ * seen_add says so (-1: "not known") and the caller asks the primary about
+ * such keys as before. 64-bit xxhash: a replica-only key taken for a seen
+ * one needs a collision, about n / 2^64.
  */
 #ifndef KD_SEEN_H
 #define KD_SEEN_H
@@ -22,27 +22,25 @@
 #include <stdint.h>
 
 struct seen_pool {
-    atomic_size_t sp_left; /* hashes the sets may still make room for */
+    atomic_size_t sp_left; /* slots (8 bytes each) the sets may still take */
 };
 
 struct seen {
-    uint64_t *s_h;
-    size_t s_n, s_cap; /* s_cap is taken from the pool */
+    uint64_t *s_h; /* s_cap slots, 0 = empty */
+    size_t s_n, s_cap;
     struct seen_pool *s_pool;
-    uint32_t *s_idx; /* after seen_seal: s_h[s_idx[p] .. s_idx[p + 1]) have top bits p */
-    int s_full;      /* a hash was dropped: the set is partial */
+    int s_full; /* a hash could not be added: the set is partial */
 };
 
-void seen_pool_init(struct seen_pool *p, size_t max);
+void seen_pool_init(struct seen_pool *p, size_t slots);
 void seen_init(struct seen *s, struct seen_pool *pool);
-/* Adds one hash (before seen_seal). 0, or -1 when it was dropped (full, no memory). */
+/* Makes room for n hashes up front (growing later holds two tables at once). */
+void seen_reserve(struct seen *s, size_t n);
+/* 1: added now; 0: it was there; -1: not there and no room to add it. */
 int seen_add(struct seen *s, uint64_t h);
-/* Sorts and indexes; after it, seen_has. -1 when the index could not be allocated (then
- * seen_has says 0 for every hash). */
-int seen_seal(struct seen *s);
 int seen_has(const struct seen *s, uint64_t h);
-/* out[i] = seen_has(s, h[i]) for n hashes, with the memory reads overlapped. */
-void seen_has_many(const struct seen *s, const uint64_t *h, size_t n, unsigned char *out);
+/* out[i] = seen_add(s, h[i]) for n hashes, with the memory reads overlapped. */
+void seen_add_many(struct seen *s, const uint64_t *h, size_t n, signed char *out);
 /* Frees the set and gives its room back to the pool. */
 void seen_free(struct seen *s);
 

@@ -98,9 +98,11 @@ def test_check_finds_every_kind_on_a_native_replica(h):
     assert b'"bin\\x00key\\x0awith\\xffbytes \\xc3\\xa9"' in p.stdout, p.stdout
 
 
-def test_check_asks_the_primary_only_about_keys_its_scan_did_not_return(h):
-    """A check's replica scan runs after the primary's and asks the primary
-    only about keys that scan never returned: the extras, not all 5,000."""
+def test_check_fetches_each_key_once_whichever_scan_returns_it(h):
+    """A check scans the primary and the replica at once and fetches each
+    key from both when the first of the two scans returns it: 5,000 keys
+    both hold are fetched once (not once per scan), the primary is never
+    asked EXISTS, and the replica's extras are fetched like any key."""
     primary, replica = filled_pair(h, "s", 5000)
     p, r = primary.client(), replica.client()
     r.config_set("replica-read-only", "no")
@@ -109,21 +111,26 @@ def test_check_asks_the_primary_only_about_keys_its_scan_did_not_return(h):
     conf = h.write_file("k.conf", "primary %s\nreplica r1 %s native\nscan-count 100\n"
                         "history-db \"\"\n" % (primary.addr, replica.addr))
     p.config_resetstat()
+    r.config_resetstat()
     rc, doc = check_json(h, conf)
     assert rc == 1
     assert {k: d["kind"] for k, d in found(doc, "r1").items()} == {
         b"s:extra:1": "extra", b"s:extra:2": "extra"}
     assert doc["keys_checked"] >= 5000
-    # About 50 replica pages: one EXISTS each before; now at most one per
-    # page holding an extra, then one per extra.
-    exists = p.info("commandstats").get("cmdstat_exists", {"calls": 0})["calls"]
-    assert exists <= 4, exists
+    pstats, rstats = p.info("commandstats"), r.info("commandstats")
+    calls = lambda st, c: st.get("cmdstat_" + c, {"calls": 0})["calls"]
+    assert calls(pstats, "exists") == 0, pstats
+    # Each key's PTTL once on each node (plus the extras' re-checks); twice
+    # if both scans' keys were fetched.
+    assert 5002 <= calls(pstats, "pttl") <= 5020, pstats
+    assert 5002 <= calls(rstats, "pttl") <= 5020, rstats
+    assert calls(pstats, "scan") >= 50 and calls(rstats, "scan") >= 50
 
 
 def test_check_progress_line_on_a_terminal(h):
     """On a terminal, check keeps one progress line on stderr: keys compared
-    of the primary's, then the replica's scan (it follows the primary's, and
-    read 100 % done while it ran), a rate and an ETA. Not on a pipe."""
+    of the primary's and keys scanned of the replica's (the two scans run
+    at once), a rate and an ETA. Not on a pipe."""
     primary, replica = filled_pair(h, "p", 3000)
     conf = h.write_file("p.conf", "primary %s\nreplica r1 %s native\nhistory-db \"\"\n"
                         "scan-count 1\nmax-commands-per-sec 2000\n"
@@ -147,15 +154,14 @@ def test_check_progress_line_on_a_terminal(h):
     seen = [tuple(map(int, m.groups())) for m in pat.finditer(out)]
     print("progress lines:", len(seen), seen[:2], seen[-2:])
     assert len(seen) >= 5, out
-    # Compared and scanned only grow; the replica phase shows while it runs.
+    # Compared and scanned only grow, both while the check runs.
     for a, b in zip(seen, seen[1:]):
         assert b[0] >= a[0] and b[2] >= a[2], (a, b)
-    primary_phase = [s for s in seen if 0 < s[0] < 3000 and s[2] == 0]
-    replica_phase = [s for s in seen if s[0] >= 3000 and 0 < s[2] < s[3]]
-    assert primary_phase and replica_phase, seen
-    assert primary_phase[0][4] > 0 and primary_phase[0][5] > 0, primary_phase  # rate, ETA
-    assert all(3000 <= s[3] <= 3010 for s in replica_phase), replica_phase  # its DBSIZE
-    assert replica_phase[0][5] > 0, replica_phase  # not done yet: an ETA
+    midway = [s for s in seen if 0 < s[0] < 3000 and 0 < s[2] < s[3]]
+    assert midway, seen
+    assert midway[0][4] > 0 and midway[0][5] > 0, midway  # rate, ETA
+    assert all(3000 <= s[1] <= 3010 and 3000 <= s[3] <= 3010 for s in midway), midway  # DBSIZEs
+    assert seen[-1][0] >= 3000, seen[-1]
     # On a pipe: no progress line.
     p = h.run_keydrift("check", conf, timeout=120)
     assert p.returncode == 0 and b"keys compared" not in p.stderr, p.stderr

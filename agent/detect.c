@@ -1036,15 +1036,15 @@ static int check_batch(struct detect *d, const struct batch *b, enum mode m, int
 }
 
 /*
- * Fetch-ahead, in one-pass mode, for the primary's scan: the keys go into
- * full batches (across SCAN pages: they are copied), and each batch's fetch
- * is sent on connections of its own (d_fetch: primary, then every replica)
- * before the previous batch is read and judged, so that the servers work on
- * batch N+1 while the agent parses and judges batch N and runs the replica
- * scan step. The deep comparisons, the fallbacks of the fetch (cmp_fetch_recv)
- * and the replica scan use the nodes' usual connections, which carry nothing
- * in flight. Running, the budget paces the agent and this would only cost
- * connections.
+ * Fetch-ahead, in one-pass mode, for the keys every scan returns first: they
+ * go into full batches (across SCAN pages: they are copied), and each batch's
+ * fetch is sent on connections of its own (d_fetch: primary, then every
+ * replica) before the previous batch is read and judged, so that the servers
+ * work on batch N+1 while the agent parses and judges batch N and reads the
+ * next SCAN pages. The deep comparisons, the fallbacks of the fetch
+ * (cmp_fetch_recv) and the replica scans' EXISTS use the nodes' usual
+ * connections, which carry nothing in flight. Running, the budget paces the
+ * agent and this would only cost connections.
  */
 _Static_assert(BATCH_MAX <= CMP_SEND_MAX, "a batch is sent ahead whole");
 

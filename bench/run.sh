@@ -7,6 +7,7 @@ cd "$(dirname "$0")"
 PY=${PYTHON:-/usr/bin/python3}
 export KEYDRIFT_BIN="${KEYDRIFT_BIN:-$(cd .. && pwd)/keydrift}"
 command -v wrk >/dev/null || { echo "bench: wrk is missing (make deps)"; exit 2; }
+[ -x /usr/bin/time ] || { echo "bench: /usr/bin/time is missing (make deps)"; exit 2; }
 mkdir -p results
 start=$(date +%s)
 for b in compare detect lag cost metrics; do

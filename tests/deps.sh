@@ -9,7 +9,7 @@ libmicrohttpd-dev libjansson-dev libxxhash-dev"
 RUN="redis-server redis-tools"
 TEST="clang libclang-rt-14-dev clang-format sqlite3 python3-pytest python3-redis python3-yaml
 prometheus prometheus-pushgateway prometheus-redis-exporter stunnel4 chromium curl wrk
-openssl man-db"
+openssl man-db time"
 case "${1:-all}" in
 demo) PKGS="$BUILD $RUN" ;;
 all) PKGS="$BUILD $RUN $TEST" ;;

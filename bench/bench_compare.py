@@ -8,7 +8,7 @@ interleaved: redis-benchmark DUMP (1 connection,
 pipeline 64, random keys of that set), then `keydrift check` with the budget
 lifted, under /usr/bin/time -v for the peak RSS.
 
-BENCH_KEYS (default 1000000) and BENCH_COMPARE_ROUNDS (3) change the size;
+BENCH_KEYS (default 1000000) and BENCH_COMPARE_ROUNDS (5) change the size;
 KEYDRIFT_BASELINE_BIN=/path/to/an/older/keydrift adds that binary's check to
 every round (the two alternate which goes first), for a before/after on the
 same data and the same noise.
@@ -24,7 +24,7 @@ import time
 from common import ROOT, Out, Topology, median, wait_for
 
 KEYS = int(os.environ.get("BENCH_KEYS", "1000000"))
-ROUNDS = int(os.environ.get("BENCH_COMPARE_ROUNDS", "3"))
+ROUNDS = int(os.environ.get("BENCH_COMPARE_ROUNDS", "5"))
 KEYDRIFT = os.environ["KEYDRIFT_BIN"]
 BASELINE = os.environ.get("KEYDRIFT_BASELINE_BIN")
 LOAD = ("for i=ARGV[1],ARGV[2] do redis.call('SET', string.format('key:%012d', i), 'val'..i) end "

@@ -127,6 +127,55 @@ def test_check_fetches_each_key_once_whichever_scan_returns_it(h):
     assert calls(pstats, "scan") >= 50 and calls(rstats, "scan") >= 50
 
 
+def test_check_past_its_key_memory_still_compares_every_key(h):
+    """A check keeps the hashes of the keys it fetched in at most 20 MB (about
+    1.9M keys); past that its replica scans ask the primary about the keys
+    they return. With 2.1M keys every key is still compared once, the
+    divergences on either side of the limit are found, and the check stays
+    within 32 MB."""
+    n = 2100000
+    primary = h.redis("primary")
+    replica = h.replica("replica", primary)
+    p = primary.client(timeout=60)
+    load = "for i = tonumber(ARGV[1]), tonumber(ARGV[2]) do redis.call('SET', 'b:' .. i, i) end"
+    for a in range(0, n, 100000):
+        p.eval(load, 0, a, a + 99999)
+    wait_for(lambda: replica.client().dbsize() == n, timeout=120 * SLOW, what="sync")
+    r = replica.client()
+    r.config_set("replica-read-only", "no")
+    # The set is full when the scans, side by side, are three quarters
+    # through: a quarter of these extras are returned after that.
+    extras = [b"x:extra:%d" % i for i in range(200)]
+    r.mset({k: "only here" for k in extras})
+    r.set("b:5", "stale")
+    r.set("b:2099999", "stale")
+    conf = h.write_file("m.conf", "primary %s\nreplica r1 %s native\nhistory-db \"\"\n"
+                        "max-commands-per-sec 100000000\nscan-count 1000\n"
+                        % (primary.addr, replica.addr))
+    p.config_resetstat()
+    # Under time(1): a child of this process would count its own size
+    # before the exec in its peak RSS.
+    proc = subprocess.run(["/usr/bin/time", "-f", "peak-rss-kb %M", KEYDRIFT, "check", conf,
+                           "--json"], capture_output=True, timeout=600 * SLOW)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1, err
+    doc = json.loads(proc.stdout)
+    want = {k: "extra" for k in extras}
+    want.update({b"b:5": "value", b"b:2099999": "value"})
+    got = {k: d["kind"] for k, d in found(doc, "r1").items()}
+    assert got == want, (set(want) - set(got), set(got) - set(want))
+    assert doc["keys_checked"] >= n
+    stats = p.info("commandstats")
+    calls = lambda c: stats.get("cmdstat_" + c, {"calls": 0})["calls"]
+    assert calls("exists") > 100, stats  # the replica scan asked: the set was full
+    assert n <= calls("pttl") <= n + 2000, stats  # and yet each key fetched once
+    rss_kb = int(re.search(r"peak-rss-kb (\d+)", err).group(1))
+    print("peak RSS %.1f MB, PTTL calls %d, EXISTS calls %d"
+          % (rss_kb / 1024, calls("pttl"), calls("exists")))
+    if not os.environ.get("KEYDRIFT_SANITIZED"):
+        assert rss_kb <= 32 * 1024, rss_kb
+
+
 def test_check_progress_line_on_a_terminal(h):
     """On a terminal, check keeps one progress line on stderr: keys compared
     of the primary's and keys scanned of the replica's (the two scans run

@@ -83,26 +83,30 @@ void seen_reserve(struct seen *s, size_t n)
         regrow(s, want);
 }
 
+/*
+ * At most three quarters of the slots are ever used, so a probe always
+ * reaches an empty one; a table grown to fewer slots than that needs (the
+ * pool's last few) is grown again or the set is full.
+ */
 int seen_add(struct seen *s, uint64_t h)
 {
     h = h ? h : 1;
-    if (s->s_cap) {
-        size_t i = probe(s, h);
-        if (s->s_h[i])
-            return 0;
-        if (s->s_n + 1 <= s->s_cap / 4 * 3) {
-            s->s_h[i] = h;
-            s->s_n++;
-            return 1;
+    for (;;) {
+        if (s->s_cap) {
+            size_t i = probe(s, h);
+            if (s->s_h[i])
+                return 0;
+            if (s->s_n < s->s_cap / 4 * 3) {
+                s->s_h[i] = h;
+                s->s_n++;
+                return 1;
+            }
+        }
+        if (s->s_full || regrow(s, s->s_cap ? 2 * s->s_cap : FIRST_SLOTS) < 0) {
+            s->s_full = 1;
+            return -1;
         }
     }
-    if (s->s_full || regrow(s, s->s_cap ? 2 * s->s_cap : FIRST_SLOTS) < 0) {
-        s->s_full = 1;
-        return -1;
-    }
-    s->s_h[probe(s, h)] = h;
-    s->s_n++;
-    return 1;
 }
 
 int seen_has(const struct seen *s, uint64_t h)

@@ -100,6 +100,30 @@ TEST(seen_empty_pool)
     seen_free(&s);
 }
 
+/* The pool's last few slots: never a table with no empty slot to stop a
+ * probe (a lookup would not end). */
+TEST(seen_tiny_pools)
+{
+    for (size_t slots = 1; slots <= 9; slots++) {
+        struct seen s;
+        struct seen_pool pool;
+
+        seen_pool_init(&pool, slots);
+        seen_init(&s, &pool);
+        int added = 0, refused = 0;
+        for (uint64_t i = 0; i < 20; i++) {
+            int r = seen_add(&s, mix(i + 1));
+            added += r == 1;
+            refused += r == -1;
+        }
+        CHECK(added == (int)(slots / 4 * 3) && refused == 20 - added && s.s_full);
+        CHECK(!seen_has(&s, mix(100)));
+        CHECK(added == 0 || seen_has(&s, mix(1)));
+        seen_free(&s);
+        CHECK(atomic_load(&pool.sp_left) == slots);
+    }
+}
+
 /* Two sets drawing on one pool hold no more together than it has; what a
  * set gives back is there for the next. */
 TEST(seen_sets_share_their_pool)

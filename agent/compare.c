@@ -1291,6 +1291,23 @@ static int digest_equal(struct rconn *p, struct rconn *r, const char *key, size_
 }
 
 /*
+ * Whether a key both nodes held when fetched is gone from either now, by
+ * their TYPE answers; *why says how. From both it is gone; from one, it
+ * changed while it was read, and the next look decides (a confirmed
+ * divergence must not be resolved as deleted while the primary holds it).
+ */
+static int vanished(const char *pt, const char *rt, const char **why)
+{
+    int pn = strcmp(pt, "none") == 0, rn = strcmp(rt, "none") == 0;
+
+    if (pn && rn)
+        *why = "the key vanished during the comparison";
+    else if (pn || rn)
+        *why = "the key changed during the comparison";
+    return pn || rn;
+}
+
+/*
  * After the values were read: the verdict k stands if both nodes still hold
  * the key with the types first seen. A key deleted or expired between its
  * TYPE and its value reads as nil, an empty array or empty ranges on both
@@ -1305,10 +1322,8 @@ static enum cmp_kind still_there(struct rconn *p, struct rconn *r, const char *k
 
     if (pair_type(p, r, key, len, pt2, rt2, sizeof(pt2), why) < 0)
         return CMP_ERROR;
-    if (strcmp(pt2, "none") == 0 && strcmp(rt2, "none") == 0) {
-        *why = "the key vanished during the comparison";
-        return CMP_GONE;
-    }
+    if (vanished(pt2, rt2, why))
+        return strcmp(pt2, rt2) == 0 ? CMP_GONE : CMP_ERROR;
     if (strcmp(pt2, pt) != 0 || strcmp(rt2, rt) != 0) {
         *why = "the key changed during the comparison";
         return CMP_ERROR;
@@ -1363,16 +1378,8 @@ enum cmp_kind cmp_deep(struct rconn *p, struct rconn *r, const char *key, size_t
         return CMP_EQUAL;
     if (pair_type(p, r, key, len, pt, rt, sizeof(pt), why) < 0)
         return CMP_ERROR;
-    /* Both held it when fetched: gone from both now is gone; from one, the
-     * key changed since and the fetch's verdict is stale (see still_there). */
-    if (strcmp(pt, "none") == 0 && strcmp(rt, "none") == 0) {
-        *why = "the key vanished during the comparison";
-        return CMP_GONE;
-    }
-    if (strcmp(pt, "none") == 0 || strcmp(rt, "none") == 0) {
-        *why = "the key changed during the comparison";
-        return CMP_ERROR;
-    }
+    if (vanished(pt, rt, why))
+        return strcmp(pt, rt) == 0 ? CMP_GONE : CMP_ERROR;
     if (strcmp(pt, rt) != 0) {
         *pdigest = nonzero(XXH3_64bits(pt, strlen(pt)));
         *rdigest = nonzero(XXH3_64bits(rt, strlen(rt)));

@@ -1595,7 +1595,10 @@ static int scan_step(struct detect *d, struct rconn *c, struct ahead *ah,
         seen_add_many(&d->d_seen, h, pg->n, fresh);
         free(h);
     }
-    if (rep >= 0 && pg->n) {
+    int unknown = !fresh; /* some key the primary must be asked about */
+    for (size_t i = 0; fresh && i < pg->n && !unknown; i++)
+        unknown = fresh[i] < 0;
+    if (rep >= 0 && pg->n && unknown) {
         lacks = calloc(pg->n, 1);
         if (lacks)
             for (size_t i = 0; i < pg->n; i++)
